@@ -1,0 +1,512 @@
+"""Diversity / representativeness strategies: they need only the embeddings.
+
+These are the cold-start choices: they pick samples that cover the pool or represent its dense
+regions, so they work before any model exists. All of them are deterministic per seed.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+
+import numpy as np
+import scipy.sparse as sp
+from numpy.typing import NDArray
+
+from labelwheel.selectors._registry import CoreResult, strategy
+from labelwheel.selectors._space import (
+    F32,
+    as_f32,
+    cluster_members,
+    faiss_threads,
+    kmeans_labels,
+    min_sqdist_update,
+    random_projection,
+    row_sqnorms,
+    single_thread,
+    working_space,
+)
+from labelwheel.selectors._validation import (
+    Pool,
+    check_fraction,
+    check_positive_int,
+)
+
+#: Above this N·n·d the k-center greedy switches to its approximate mode (see :func:`kcenter`).
+KCENTER_EXACT_MAX_WORK = 2e10
+
+
+# --------------------------------------------------------------------------------------------
+# k-center greedy (core-set)
+# --------------------------------------------------------------------------------------------
+
+
+def kcenter_greedy(
+    x: NDArray[np.floating],
+    n: int,
+    labeled: NDArray[np.bool_],
+    seed: int,
+    *,
+    min_batch: int = 1,
+    candidates: int = 1024,
+) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+    """Greedy k-center on the rows of ``x``: returns (picks, distance of each pick at pick time).
+
+    Keeps one float per row (squared distance to the nearest centre). Picks are made in
+    batches: the top ``candidates`` rows by that distance are updated exactly after every pick,
+    and a pick is provably the exact greedy choice while its distance is at least the largest
+    distance outside the candidate set; only then (or after ``min_batch`` picks when
+    ``min_batch > 1``, the approximation) is the whole pool updated in one chunked matrix
+    product. With ``min_batch=1`` the result equals the textbook greedy algorithm.
+    """
+    n_rows = x.shape[0]
+    sq = row_sqnorms(x)
+    mind = np.full(n_rows, np.inf, dtype=x.dtype if x.dtype == np.float64 else np.float32)
+    rng = np.random.default_rng(seed)
+    picks: list[int] = []
+    utils: list[float] = []
+    lab_idx = np.flatnonzero(labeled)
+    if lab_idx.size:
+        for s in range(0, lab_idx.size, 4096):
+            min_sqdist_update(x, sq, x[lab_idx[s : s + 4096]], mind)
+    else:
+        first = int(rng.choice(np.flatnonzero(~labeled)))
+        min_sqdist_update(x, sq, x[first : first + 1], mind)
+        mind[first] = -np.inf
+        rest = mind[np.isfinite(mind)]
+        picks.append(first)
+        utils.append(math.sqrt(max(0.0, float(rest.max()))) if rest.size else 0.0)
+    mind[labeled] = -np.inf
+    while len(picks) < n:
+        remaining = n - len(picks)
+        avail = n_rows - int(np.count_nonzero(labeled)) - len(picks)
+        m = min(avail, max(candidates, 4 * min_batch))
+        if m < avail:
+            part = np.argpartition(mind, n_rows - m - 1)
+            cand = np.sort(part[n_rows - m :])
+            tau = float(mind[part[n_rows - m - 1]])
+        else:
+            cand = np.flatnonzero(mind > -np.inf)
+            tau = -np.inf
+        cm = mind[cand].astype(np.float64)
+        xc = np.asarray(x[cand], dtype=np.float64)
+        csq = sq[cand]
+        batch: list[int] = []
+        with single_thread():
+            while len(batch) < remaining:
+                j = int(np.argmax(cm))
+                best = cm[j]
+                if best == -np.inf or (best < tau and len(batch) >= min_batch):
+                    break
+                g = int(cand[j])
+                batch.append(g)
+                picks.append(g)
+                utils.append(math.sqrt(max(0.0, best)) if np.isfinite(best) else 0.0)
+                cm[j] = -np.inf
+                d2 = csq - 2.0 * (xc @ xc[j]) + csq[j]
+                np.maximum(d2, 0.0, out=d2)
+                np.minimum(cm, d2, out=cm)
+        if len(picks) >= n:
+            break
+        b = np.asarray(batch, dtype=np.int64)
+        min_sqdist_update(x, sq, x[b], mind)
+        mind[b] = -np.inf
+    return np.asarray(picks[:n], dtype=np.int64), np.asarray(utils[:n], dtype=np.float64)
+
+
+@strategy("kcenter", "embeddings")
+def kcenter(
+    pool: Pool,
+    n: int,
+    *,
+    exact: bool | None = None,
+    projection_dim: int = 32,
+    sample_size: int | None = None,
+) -> CoreResult:
+    """Greedy k-center (core-set): favours the sample farthest from everything labelled or picked.
+
+    Each pick is the unlabelled sample whose Euclidean distance to its nearest labelled/already
+    picked sample is largest, so the batch covers the pool with the smallest radius (a
+    2-approximation of the k-center problem). With no labels the first pick is drawn at random
+    (seeded). Utility: that distance at pick time (non-increasing); the first pick of a cold
+    start reports the covering radius after it.
+
+    Cost: exact greedy is O(N·n·d) time, O(N) extra memory (one distance per sample), done in
+    batched matrix products. ``exact=None`` (default) runs it exactly while N·n·d ≤ 2·10¹⁰;
+    above that the approximate mode (``exact=False`` forces it, ``exact=True`` forbids it):
+
+    * candidates are a seeded uniform sample of ``sample_size`` unlabelled samples (default
+      ``max(250_000, 20·n)``; all of them when the pool is smaller), labelled samples all count;
+    * distances are computed in a ``projection_dim``-dimensional Gaussian random projection
+      (kept within ≈ 1/√dim relative error);
+    * the pool is refreshed every ≈ n/50 picks, choosing in between among the 1024+ farthest
+      candidates.
+
+    That is O(sample·n·dim + N·d·dim) time and O(sample·dim) extra memory: 1,000,000 × 512
+    picking 10,000 takes well under a minute on two cores. Reference: Sener & Savarese, "Active
+    learning for convolutional neural networks: a core-set approach", ICLR 2018.
+    """
+    x = pool.need_embeddings("kcenter")
+    projection_dim = check_positive_int("projection_dim", projection_dim)
+    if sample_size is not None:
+        sample_size = check_positive_int("sample_size", sample_size)
+    nn, d = x.shape
+    if exact is None:
+        exact = float(nn) * n * d <= KCENTER_EXACT_MAX_WORK
+    if exact:
+        work = np.asarray(x, dtype=np.float64) if nn * d <= 20_000_000 else x
+        return kcenter_greedy(work, n, pool.labeled, pool.seed)
+    unl = pool.unlabeled_idx
+    m = max(250_000, 20 * n) if sample_size is None else max(sample_size, n)
+    if m < unl.size:
+        keep = np.sort(
+            np.concatenate(
+                [
+                    np.flatnonzero(pool.labeled),
+                    pool.rng().choice(unl, size=m, replace=False),
+                ]
+            )
+        )
+        lab = pool.labeled[keep]
+        rows: NDArray[np.int64] | None = keep
+    else:
+        keep, lab, rows = np.arange(nn), pool.labeled, None
+    if d > projection_dim:
+        work32 = random_projection(x, projection_dim, pool.seed, rows)
+    else:
+        work32 = as_f32(x if rows is None else x[rows])
+    picks, utils = kcenter_greedy(work32, n, lab, pool.seed, min_batch=max(1, math.ceil(n / 50)))
+    return keep[picks].astype(np.int64), utils
+
+
+# --------------------------------------------------------------------------------------------
+# clustering helpers shared by kmeans / typiclust
+# --------------------------------------------------------------------------------------------
+
+
+def _clusters(
+    x: NDArray[np.floating], k: int, seed: int, project: bool | None
+) -> tuple[F32, NDArray[np.int64], NDArray[np.float32], int]:
+    space, _ = working_space(x, seed, project=project)
+    labels, d2 = kmeans_labels(space, k, seed)
+    return space, labels, d2, int(labels.max()) + 1 if labels.size else 0
+
+
+@strategy("kmeans", "embeddings")
+def kmeans(
+    pool: Pool,
+    n: int,
+    *,
+    n_clusters: int | None = None,
+    project: bool | None = None,
+) -> CoreResult:
+    """k-means representatives: favours the sample nearest each cluster centroid, uncovered first.
+
+    The pool is split into ``k = n_clusters`` clusters (default ``n + min(#labelled, n)``, so
+    labelled samples occupy clusters of their own). Each cluster has weight
+    ``size / (1 + labelled in it + already picked from it)``; picks go, one at a time, to the
+    cluster of highest weight, taking its unlabelled sample nearest to the centroid. Clusters
+    without labels therefore come first, big ones before small ones. Utility: that weight as a
+    fraction of the pool.
+
+    Cost: faiss k-means, O(N·k·d·iters) on ≤ 256 points per centroid plus one assignment pass;
+    above N·k·d ≈ 2·10¹⁰ a two-level k-means (√k coarse cells, then fine clusters per cell)
+    and, when N·d > 5·10⁷, a 64-d random projection (``project`` forces it on/off). Extra
+    memory O(N) (plus the projection, N·64 floats). Reference: the clustering baseline of
+    Zhdanov, "Diverse mini-batch active learning", 2019 (without its uncertainty weights).
+    """
+    x = pool.need_embeddings("kmeans")
+    n_lab = int(np.count_nonzero(pool.labeled))
+    k = n + min(n_lab, n) if n_clusters is None else check_positive_int("n_clusters", n_clusters)
+    _, labels, d2, k = _clusters(x, min(k, pool.n_samples), pool.seed, project)
+    sizes = np.bincount(labels, minlength=k).astype(np.float64)
+    labcnt = np.bincount(labels[pool.labeled], minlength=k).astype(np.float64)
+    unl = pool.unlabeled_idx
+    ul = labels[unl]
+    order = unl[np.lexsort((unl, d2[unl], ul))]  # by cluster, then distance to centroid
+    counts = np.bincount(ul, minlength=k)
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    heap = [(-sizes[j] / (1.0 + labcnt[j]), j) for j in range(k) if counts[j] > 0]
+    heapq.heapify(heap)
+    taken = np.zeros(k, dtype=np.int64)
+    picks: list[int] = []
+    utils: list[float] = []
+    total = float(pool.n_samples)
+    while len(picks) < n and heap:
+        negw, j = heapq.heappop(heap)
+        picks.append(int(order[starts[j] + taken[j]]))
+        utils.append(-negw / total)
+        taken[j] += 1
+        if taken[j] < counts[j]:
+            w = sizes[j] / (1.0 + labcnt[j] + taken[j])
+            heapq.heappush(heap, (-w, j))
+    return np.asarray(picks, dtype=np.int64), np.asarray(utils, dtype=np.float64)
+
+
+# --------------------------------------------------------------------------------------------
+# TypiClust
+# --------------------------------------------------------------------------------------------
+
+
+def typicality(
+    x: NDArray[np.floating], k: int = 20, *, reference: NDArray[np.floating] | None = None
+) -> NDArray[np.float64]:
+    """Typicality ``1 / mean distance to the k nearest neighbours`` of each row of ``x``.
+
+    Neighbours are searched in ``reference`` (default: ``x`` itself, excluding each row's own
+    zero distance). High typicality = the row sits in a dense region. Cost O(|x|·|ref|·d).
+    """
+    x64 = np.asarray(x, dtype=np.float64)
+    self_ref = reference is None
+    ref = x64 if reference is None else np.asarray(reference, dtype=np.float64)
+    if ref.shape[0] == 0 or (self_ref and ref.shape[0] == 1):
+        return np.ones(x64.shape[0], dtype=np.float64)
+    xs = np.einsum("ij,ij->i", x64, x64)
+    rs = np.einsum("ij,ij->i", ref, ref)
+    d2 = xs[:, None] - 2.0 * (x64 @ ref.T) + rs[None, :]
+    np.maximum(d2, 0.0, out=d2)
+    if self_ref:
+        np.fill_diagonal(d2, np.inf)
+    kk = max(1, min(k, ref.shape[0] - (1 if self_ref else 0)))
+    near = np.partition(d2, kk - 1, axis=1)[:, :kk]
+    mean = np.sqrt(near).mean(axis=1)
+    return 1.0 / (mean + 1e-12)
+
+
+def _typical_order(
+    space: F32,
+    members: NDArray[np.int64],
+    candidates: NDArray[np.int64],
+    k: int,
+    cap: int,
+    rng: np.random.Generator,
+) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+    """Candidates of one cluster sorted by typicality within it (a bounded reference sample)."""
+    if members.size <= cap:
+        ref_idx = members
+    else:
+        ref_idx = np.sort(rng.choice(members, size=cap, replace=False))
+    ref = space[ref_idx]
+    cand = (
+        candidates
+        if candidates.size <= 4 * cap
+        else np.sort(rng.choice(candidates, size=4 * cap, replace=False))
+    )
+    xs = np.asarray(space[cand], dtype=np.float64)
+    r64 = np.asarray(ref, dtype=np.float64)
+    d2 = (
+        np.einsum("ij,ij->i", xs, xs)[:, None]
+        - 2.0 * (xs @ r64.T)
+        + np.einsum("ij,ij->i", r64, r64)[None, :]
+    )
+    np.maximum(d2, 0.0, out=d2)
+    # exclude each candidate's own entry in the reference set
+    pos = np.searchsorted(ref_idx, cand)
+    hit = (pos < ref_idx.size) & (ref_idx[np.minimum(pos, ref_idx.size - 1)] == cand)
+    d2[np.flatnonzero(hit), pos[hit]] = np.inf
+    avail = ref_idx.size - 1 if hit.any() else ref_idx.size
+    if avail < 1:
+        typ = np.ones(cand.size, dtype=np.float64)
+    else:
+        kk = max(1, min(k, avail))
+        near = np.partition(d2, kk - 1, axis=1)[:, :kk]
+        typ = 1.0 / (np.sqrt(near).mean(axis=1) + 1e-12)
+    o = np.lexsort((cand, -typ))
+    return cand[o], typ[o]
+
+
+@strategy("typiclust", "embeddings")
+def typiclust(
+    pool: Pool,
+    n: int,
+    *,
+    n_neighbors: int = 20,
+    min_cluster_size: int = 5,
+    max_clusters: int | None = None,
+    project: bool | None = None,
+) -> CoreResult:
+    """TypiClust: favours the most *typical* sample of each cluster that holds no labels yet.
+
+    The pool is clustered into ``k = #labelled + n`` clusters (capped by ``max_clusters``);
+    picks go, one per cluster, to the clusters with the fewest labelled/picked samples,
+    largest first (clusters smaller than ``min_cluster_size`` last), and take the unlabelled
+    member with the highest typicality ``1 / mean distance to its n_neighbors nearest
+    neighbours within the cluster``. The cold-start choice: with very few labels it beats
+    uncertainty sampling, which needs a model. Utility: the pick's typicality (the order of
+    picks is by cluster coverage and size).
+
+    Cost: k-means as in :func:`kmeans` (faiss, two-level and 64-d projection at scale), plus
+    typicality for the picked clusters only, each on a reference sample of ≤ 1000 members:
+    O(n·1000·d). Extra memory O(N) (+ the projection). Reference: Hacohen, Dekel & Weinshall,
+    "Active learning on a budget: opposite strategies suit high and low budgets", ICML 2022.
+    """
+    x = pool.need_embeddings("typiclust")
+    n_neighbors = check_positive_int("n_neighbors", n_neighbors)
+    min_cluster_size = check_positive_int("min_cluster_size", min_cluster_size)
+    n_lab = int(np.count_nonzero(pool.labeled))
+    k = n_lab + n
+    if max_clusters is not None:
+        k = min(k, check_positive_int("max_clusters", max_clusters))
+    space, labels, _, k = _clusters(x, min(k, pool.n_samples), pool.seed, project)
+    order, bounds = cluster_members(labels, k)
+    sizes = np.diff(bounds)
+    covered = np.bincount(labels[pool.labeled], minlength=k)
+    unl_mask = ~pool.labeled
+    heap = [
+        (int(sizes[j] < min_cluster_size), int(covered[j]), -int(sizes[j]), j) for j in range(k)
+    ]
+    heapq.heapify(heap)
+    rng = pool.rng()
+    cache: dict[int, tuple[NDArray[np.int64], NDArray[np.float64]]] = {}
+    taken: dict[int, int] = {}
+    picks: list[int] = []
+    utils: list[float] = []
+    with single_thread():
+        while len(picks) < n and heap:
+            small, cov, negsize, j = heapq.heappop(heap)
+            if j not in cache:
+                members = order[bounds[j] : bounds[j + 1]]
+                cands = members[unl_mask[members]]
+                if cands.size == 0:
+                    continue
+                cache[j] = _typical_order(space, members, cands, n_neighbors, 1000, rng)
+                taken[j] = 0
+            cands_sorted, typ = cache[j]
+            t = taken[j]
+            if t >= cands_sorted.size:
+                continue
+            picks.append(int(cands_sorted[t]))
+            utils.append(float(typ[t]))
+            taken[j] = t + 1
+            if t + 1 < cands_sorted.size:
+                heapq.heappush(heap, (small, cov + 1, negsize, j))
+    if len(picks) < n:  # only when candidates were subsampled in huge clusters
+        rest = np.setdiff1d(np.flatnonzero(unl_mask), np.asarray(picks, dtype=np.int64))
+        extra = rng.permutation(rest)[: n - len(picks)]
+        picks.extend(int(i) for i in extra)
+        utils.extend([0.0] * extra.size)
+    return np.asarray(picks, dtype=np.int64), np.asarray(utils, dtype=np.float64)
+
+
+# --------------------------------------------------------------------------------------------
+# ProbCover
+# --------------------------------------------------------------------------------------------
+
+
+def _knn(space: F32, k: int) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+    import faiss
+
+    index = faiss.IndexFlatL2(space.shape[1])
+    index.add(space)
+    kk = min(k + 1, space.shape[0])
+    nbr = np.empty((space.shape[0], kk), dtype=np.int64)
+    dist = np.empty((space.shape[0], kk), dtype=np.float32)
+    with faiss_threads():
+        for s in range(0, space.shape[0], 16_384):
+            dd, ii = index.search(space[s : s + 16_384], kk)
+            nbr[s : s + 16_384] = ii
+            dist[s : s + 16_384] = np.sqrt(np.maximum(dd, 0))
+    return nbr, dist
+
+
+def probcover_delta(
+    nbr: NDArray[np.int64], dist: NDArray[np.float32], labels: NDArray[np.int64], purity: float
+) -> float:
+    """Largest ball radius δ for which at least ``purity`` of the balls are *pure*.
+
+    A ball around x is pure when every neighbour within δ shares x's cluster label (the
+    criterion of the ProbCover paper, with k-means clusters as pseudo-labels).
+    """
+    same = labels[nbr] == labels[:, None]
+    cand = (
+        np.unique(np.quantile(dist[:, 1:], np.linspace(0.01, 1.0, 60)))
+        if dist.shape[1] > 1
+        else np.array([0.0])
+    )
+    best = float(cand[0])
+    for delta in cand:
+        impure = ((dist <= delta) & ~same).any(axis=1)
+        if 1.0 - impure.mean() >= purity:
+            best = float(delta)
+        else:
+            break
+    return best
+
+
+@strategy("probcover", "embeddings")
+def probcover(
+    pool: Pool,
+    n: int,
+    *,
+    delta: float | None = None,
+    purity: float = 0.95,
+    n_clusters: int | None = None,
+    max_neighbors: int = 50,
+) -> CoreResult:
+    """ProbCover: favours samples whose δ-ball covers the most points not yet covered.
+
+    Builds the graph ``x → y`` for ``||x − y|| ≤ δ`` (each x keeps at most ``max_neighbors``
+    nearest neighbours), removes everything already covered by labelled samples, then greedily
+    picks the sample covering the most uncovered points (max coverage, a (1 − 1/e)
+    approximation). ``delta=None`` picks the largest δ with ≥ ``purity`` pure balls w.r.t.
+    k-means pseudo-labels (``n_clusters``, default: the number of probability columns if
+    given, else 10). Once everything is covered the rest is filled at random with utility 0.
+    Utility: the number of newly covered samples. Good in the low-budget regime, like
+    TypiClust.
+
+    Cost: exact k-NN graph O(N²·d) time (faiss), O(N·max_neighbors) memory: meant for pools up
+    to ~10⁵. Reference: Yehuda, Dekel, Hacohen & Weinshall, "Active learning through a
+    covering lens", NeurIPS 2022.
+    """
+    x = pool.need_embeddings("probcover")
+    purity = check_fraction("purity", purity)
+    max_neighbors = check_positive_int("max_neighbors", max_neighbors)
+    space, _ = working_space(x, pool.seed)
+    nn = space.shape[0]
+    nbr, dist = _knn(space, max_neighbors)
+    if delta is None:
+        if n_clusters is None:
+            n_clusters = pool.probabilities.shape[-1] if pool.probabilities is not None else 10
+        k = min(check_positive_int("n_clusters", n_clusters), nn)
+        labels, _ = kmeans_labels(space, k, pool.seed)
+        delta = probcover_delta(nbr, dist, labels, purity)
+    else:
+        delta = check_fraction("delta", delta, 0.0, float("inf"))
+    keep = (dist <= delta) & (nbr >= 0)
+    rows = np.repeat(np.arange(nn), keep.sum(axis=1))
+    cols = nbr[keep]
+    # always cover yourself
+    rows = np.concatenate([rows, np.arange(nn)])
+    cols = np.concatenate([cols, np.arange(nn)])
+    adj = sp.csr_matrix((np.ones(rows.size, dtype=np.int8), (rows, cols)), shape=(nn, nn))
+    adj.sum_duplicates()
+    adj.data[:] = 1
+    rev = adj.T.tocsr()
+    covered = np.zeros(nn, dtype=bool)
+    for i in np.flatnonzero(pool.labeled):
+        covered[adj.indices[adj.indptr[i] : adj.indptr[i + 1]]] = True
+    counts = np.asarray(adj @ (~covered).astype(np.int64)).ravel().astype(np.int64)
+    counts[pool.labeled] = -1
+    picks: list[int] = []
+    utils: list[float] = []
+    while len(picks) < n:
+        v = int(np.argmax(counts))
+        if counts[v] <= 0:
+            break
+        out = adj.indices[adj.indptr[v] : adj.indptr[v + 1]]
+        newly = out[~covered[out]]
+        picks.append(v)
+        utils.append(float(counts[v]))
+        covered[newly] = True
+        if newly.size:
+            hit = np.concatenate([rev.indices[rev.indptr[u] : rev.indptr[u + 1]] for u in newly])
+            np.subtract.at(counts, hit, 1)
+        counts[v] = -1
+    if len(picks) < n:
+        chosen = np.zeros(nn, dtype=bool)
+        chosen[picks] = True
+        rest = np.flatnonzero(~pool.labeled & ~chosen)
+        extra = pool.rng().permutation(rest)[: n - len(picks)]
+        picks.extend(int(i) for i in extra)
+        utils.extend([0.0] * extra.size)
+    return np.asarray(picks, dtype=np.int64), np.asarray(utils, dtype=np.float64)
