@@ -1,0 +1,195 @@
+"""The labelwheel ML backend for Label Studio: a Flask app factory.
+
+Development: ``labelwheel serve``. Production: ``gunicorn -w 1 --threads 8
+'labelwheel.ml_backend:create_app()'`` — one worker process (one model instance, one training
+worker, one writer of the state directory) with threads for concurrent requests.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from flask import Flask
+
+from labelwheel.ml_backend.config import ConfigError, Settings
+from labelwheel.ml_backend.metrics import Metrics
+from labelwheel.ml_backend.model import LabelStudioLink, Model
+from labelwheel.ml_backend.store import Store, Version
+from labelwheel.ml_backend.worker import Worker
+
+if TYPE_CHECKING:  # pragma: no cover
+    from labelwheel.label_config import ClassificationConfig
+
+__all__ = ["BackendService", "ConfigError", "Settings", "create_app"]
+
+log = logging.getLogger("labelwheel.ml_backend")
+
+EXTENSION_KEY = "labelwheel"
+
+
+class BackendService:
+    """Everything one backend process shares across requests: settings, store, model, worker.
+
+    The dashboard blueprint reaches it as ``current_app.extensions["labelwheel"]`` and may use
+    ``store`` (versions, annotations, runs), ``model`` (``embed_refs``, ``current(project)``,
+    ``rank_pool``), ``config_for(project)`` and ``link.client()``.
+    """
+
+    def __init__(self, settings: Settings, backbone_loader: Any = None) -> None:
+        self.settings = settings
+        self.store = Store(settings.model_dir)
+        interrupted = self.store.mark_interrupted_runs()
+        if interrupted:
+            log.warning("%d training run(s) were interrupted by a previous shutdown", interrupted)
+        self.link = LabelStudioLink(settings)
+        self.model = Model(settings, self.store, self.link, backbone_loader=backbone_loader)
+        self.metrics = Metrics()
+        self._configs: OrderedDict[str, ClassificationConfig] = OrderedDict()
+        self._configs_lock = threading.Lock()
+        self.worker = Worker(
+            self.model,
+            self.store,
+            self.config_for,
+            on_version=self.publish,
+            on_run=self.metrics.count_run,
+        )
+        self.published: dict[int, str] = {}
+        self.publish_errors: dict[int, str] = {}
+
+    def start(self) -> None:
+        """Start the background threads."""
+        self.worker.start()
+
+    def close(self) -> None:
+        """Stop background threads and close the database."""
+        self.worker.stop()
+        self.model.close()
+        self.store.close()
+
+    def parse_config(self, xml: str) -> ClassificationConfig:
+        """Parse a label config (cached by text); raises ``UnsupportedConfigError``."""
+        with self._configs_lock:
+            cached = self._configs.get(xml)
+            if cached is not None:
+                self._configs.move_to_end(xml)
+                return cached
+        from labelwheel.label_config import parse_classification_config
+
+        config = parse_classification_config(xml)
+        with self._configs_lock:
+            self._configs[xml] = config
+            while len(self._configs) > 64:
+                self._configs.popitem(last=False)
+        return config
+
+    def config_for(self, project_id: int) -> ClassificationConfig | None:
+        """The stored, parseable label config of a project, or None."""
+        row = self.store.get_project(project_id)
+        if not row or not row.get("label_config"):
+            return None
+        try:
+            return self.parse_config(str(row["label_config"]))
+        except ValueError:
+            return None
+
+    def publish(self, project_id: int, version: Version) -> None:
+        """After a training: warm the pool ranking, then let Label Studio re-predict and switch.
+
+        Uses ``labelwheel.connect.publish_version``; skipped when publishing is off or Label
+        Studio's URL and key are unknown.
+        """
+        config = self.config_for(project_id)
+        if config is not None:
+            self.model.rank_pool(project_id, config)
+        if not self.settings.publish:
+            return
+        client = self.link.client()
+        if client is None:
+            log.info(
+                "project %d: %s not published (no Label Studio URL/key)", project_id, version.name
+            )
+            return
+        try:
+            from labelwheel.connect import publish_version
+        except ImportError:
+            log.warning(
+                "labelwheel.connect.publish_version is unavailable; %s not published", version.name
+            )
+            return
+        try:
+            publish_version(client, project_id, version.name)
+        except Exception as exc:
+            self.publish_errors[project_id] = str(exc)
+            log.error("project %d: publishing %s failed: %s", project_id, version.name, exc)
+            return
+        self.published[project_id] = version.name
+        self.publish_errors.pop(project_id, None)
+        log.info("project %d: published %s to Label Studio", project_id, version.name)
+
+
+def create_app(
+    test_config: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+) -> Flask:
+    """Build the backend app.
+
+    ``test_config`` maps setting names (``MODEL_DIR``, ``LABELWHEEL_IMAGE_SIZE``, ...) to values
+    that override the environment; other keys, e.g. ``TESTING`` or ``BACKBONE_LOADER`` (a
+    callable returning a loaded backbone, shared between apps in tests), configure Flask and the
+    app. Raises :class:`ConfigError` for a bad setting.
+    """
+    from labelwheel.ml_backend.config import VARIABLES
+
+    overrides = dict(test_config or {})
+    names = {v.name for v in VARIABLES}
+    settings_over = {k: overrides.pop(k) for k in list(overrides) if k in names}
+    backbone_loader = overrides.pop("BACKBONE_LOADER", None)
+    settings = Settings.from_env(os.environ if environ is None else environ, settings_over)
+    package_log = logging.getLogger("labelwheel")
+    package_log.setLevel(settings.log_level_number())
+    if not logging.getLogger().handlers and not package_log.handlers:
+        # e.g. under gunicorn, which configures only its own loggers
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        package_log.addHandler(handler)
+
+    app = Flask(__name__)
+    app.config.update(
+        MAX_CONTENT_LENGTH=settings.max_request_bytes,
+        JSON_SORT_KEYS=False,
+    )
+    app.config.update(overrides)
+    service = BackendService(settings, backbone_loader=backbone_loader)
+    app.extensions[EXTENSION_KEY] = service
+
+    from labelwheel.ml_backend.routes import bp, install_hooks
+
+    install_hooks(app)
+    app.register_blueprint(bp)
+    try:
+        from labelwheel.ml_backend.dashboard import bp as dashboard_bp
+    except ImportError as exc:
+        log.debug("dashboard not available: %s", exc)
+    else:
+        app.register_blueprint(dashboard_bp)
+
+    if settings.auth_enabled:
+        log.info("basic auth required on every endpoint but /health")
+    else:
+        log.warning(
+            "BASIC_AUTH_USER/BASIC_AUTH_PASS are not set: the backend is OPEN to anyone who can "
+            "reach it"
+        )
+    service.start()
+    return app
+
+
+def get_service(app: Flask) -> BackendService:
+    """The :class:`BackendService` of an app made by :func:`create_app`."""
+    service = app.extensions[EXTENSION_KEY]
+    assert isinstance(service, BackendService)
+    return service

@@ -1,0 +1,309 @@
+"""Settings of the ML backend, read from the environment and validated.
+
+Every variable is listed in :data:`VARIABLES` with its default and help text; ``labelwheel serve
+--help`` and ``docs/ml-backend.md`` are generated from that list. A bad value raises
+:class:`ConfigError`, whose message names the variable and says what is allowed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from labelwheel.backbone import DEFAULT_BACKBONE
+
+
+class ConfigError(ValueError):
+    """A setting has a value the backend cannot use; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Variable:
+    """One environment variable: its name, default (as text) and help."""
+
+    name: str
+    default: str | None
+    help: str
+
+
+VARIABLES: tuple[Variable, ...] = (
+    Variable(
+        "LABEL_STUDIO_URL",
+        None,
+        "Label Studio base URL (http://host:port). Used to fetch the unlabelled pool, uploaded "
+        "images, and to publish new model versions. Falls back to the hostname sent to /setup.",
+    ),
+    Variable(
+        "LABEL_STUDIO_API_KEY",
+        None,
+        "Label Studio legacy API token or personal access token. Falls back to the access_token "
+        "sent to /setup (a legacy token, refused once an organisation turns legacy tokens off).",
+    ),
+    Variable(
+        "MODEL_DIR",
+        "./model_dir",
+        "Directory holding all state: SQLite database, model artifacts, embedding cache.",
+    ),
+    Variable(
+        "BASIC_AUTH_USER", None, "HTTP basic auth user required on every endpoint but /health."
+    ),
+    Variable("BASIC_AUTH_PASS", None, "HTTP basic auth password (set both or neither)."),
+    Variable(
+        "LABELWHEEL_STRATEGY",
+        "adaptive",
+        "Selector that ranks the unlabelled pool (one of labelwheel.selectors.STRATEGIES).",
+    ),
+    Variable(
+        "LABELWHEEL_RETRAIN_EVERY",
+        "10",
+        "Retrain after this many new, changed or deleted annotations; 0 = only on START_TRAINING.",
+    ),
+    Variable(
+        "LABELWHEEL_BACKBONE",
+        DEFAULT_BACKBONE,
+        "Image backbone: efficientnet-lite0..4 or torchvision:<model> (weights must be cached).",
+    ),
+    Variable("LABELWHEEL_IMAGE_SIZE", "224", "Backbone input size in pixels (16-1024)."),
+    Variable("LABELWHEEL_BATCH_SIZE", "32", "Images per backbone forward pass (1-1024)."),
+    Variable(
+        "LABELWHEEL_MAX_IMAGE_BYTES", str(20 * 2**20), "Largest image file fetched, in bytes."
+    ),
+    Variable(
+        "LABELWHEEL_MAX_IMAGE_PIXELS",
+        "40000000",
+        "Largest decoded image in pixels (decompression-bomb guard).",
+    ),
+    Variable("LABELWHEEL_FETCH_TIMEOUT", "10", "Timeout of one image fetch, in seconds."),
+    Variable(
+        "LABELWHEEL_ALLOWED_HOSTS",
+        "",
+        "Comma-separated host names whose absolute http(s) image URLs may be fetched (SSRF "
+        "guard); the Label Studio host is always allowed.",
+    ),
+    Variable(
+        "LABELWHEEL_LOCAL_FILES_ROOT",
+        None,
+        "Directory that /data/local-files/?d=... paths resolve under (same as Label Studio's "
+        "LOCAL_FILES_DOCUMENT_ROOT); unset = local files refused.",
+    ),
+    Variable(
+        "LABELWHEEL_PUBLISH",
+        "true",
+        "After each training, bring Label Studio the new predictions and set the project's model "
+        "version (true/false).",
+    ),
+    Variable(
+        "LABELWHEEL_RANK_DEPTH",
+        "1000",
+        "How many pool tasks the selector ranks exactly; the rest follow in task order.",
+    ),
+    Variable(
+        "LABELWHEEL_MAX_REQUEST_BYTES",
+        str(64 * 2**20),
+        "Largest request body accepted, in bytes (larger: 413).",
+    ),
+    Variable("LABELWHEEL_LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR."),
+)
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def variables_help() -> str:
+    """All environment variables with their defaults and help, one block per variable."""
+    lines = []
+    for var in VARIABLES:
+        default = "unset" if var.default is None else repr(var.default)
+        lines.append(f"{var.name} (default {default}): {var.help}")
+    return "\n".join(lines)
+
+
+def _strategies() -> tuple[str, ...]:
+    from labelwheel.selectors import STRATEGIES
+
+    return tuple(STRATEGIES)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated settings of one backend process."""
+
+    label_studio_url: str | None = None
+    label_studio_api_key: str | None = None
+    model_dir: Path = Path("model_dir")
+    basic_auth_user: str | None = None
+    basic_auth_pass: str | None = None
+    strategy: str = "adaptive"
+    retrain_every: int = 10
+    backbone: str = DEFAULT_BACKBONE
+    image_size: int = 224
+    batch_size: int = 32
+    max_image_bytes: int = 20 * 2**20
+    max_image_pixels: int = 40_000_000
+    fetch_timeout: float = 10.0
+    allowed_hosts: frozenset[str] = field(default_factory=frozenset)
+    local_files_root: Path | None = None
+    publish: bool = True
+    rank_depth: int = 1000
+    max_request_bytes: int = 64 * 2**20
+    log_level: str = "INFO"
+
+    @property
+    def auth_enabled(self) -> bool:
+        """True when basic auth credentials are configured."""
+        return bool(self.basic_auth_user) and bool(self.basic_auth_pass)
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str], overrides: Mapping[str, Any] | None = None
+    ) -> Settings:
+        """Read and validate the settings; ``overrides`` (variable name -> value) win.
+
+        Raises :class:`ConfigError` naming the first bad variable.
+        """
+        values: dict[str, Any] = {}
+        for var in VARIABLES:
+            raw = environ.get(var.name)
+            if raw is None or raw.strip() == "":
+                raw = var.default
+            values[var.name] = raw
+        for key, value in (overrides or {}).items():
+            if key not in values:
+                raise ConfigError(
+                    f"unknown setting {key!r}; known: {', '.join(v.name for v in VARIABLES)}"
+                )
+            values[key] = value
+        return cls._validate(values)
+
+    @classmethod
+    def _validate(cls, v: dict[str, Any]) -> Settings:
+        url = _opt_str(v["LABEL_STUDIO_URL"])
+        if url is not None:
+            parsed = urlparse(url)
+            if parsed.scheme not in ("http", "https") or not parsed.netloc:
+                raise ConfigError(
+                    "LABEL_STUDIO_URL must be an http(s) URL like http://127.0.0.1:8080, "
+                    f"got {url!r}"
+                )
+            url = url.rstrip("/")
+        user = _opt_str(v["BASIC_AUTH_USER"])
+        password = _opt_str(v["BASIC_AUTH_PASS"])
+        if (user is None) != (password is None):
+            missing = "BASIC_AUTH_PASS" if password is None else "BASIC_AUTH_USER"
+            raise ConfigError(f"{missing} must be set too: set both BASIC_AUTH_* or neither")
+        if user is not None and ":" in user:
+            raise ConfigError("BASIC_AUTH_USER must not contain ':'")
+        strategy = str(v["LABELWHEEL_STRATEGY"]).strip()
+        allowed = _strategies()
+        if strategy not in allowed:
+            raise ConfigError(
+                f"LABELWHEEL_STRATEGY must be one of {', '.join(allowed)}, got {strategy!r}"
+            )
+        backbone = str(v["LABELWHEEL_BACKBONE"]).strip()
+        if not (backbone.startswith("efficientnet-lite") or backbone.startswith("torchvision:")):
+            raise ConfigError(
+                "LABELWHEEL_BACKBONE must be efficientnet-lite0..4 or torchvision:<model>, "
+                f"got {backbone!r}"
+            )
+        root = _opt_str(v["LABELWHEEL_LOCAL_FILES_ROOT"])
+        local_root: Path | None = None
+        if root is not None:
+            local_root = Path(root).expanduser()
+            if not local_root.is_dir():
+                raise ConfigError(
+                    f"LABELWHEEL_LOCAL_FILES_ROOT must be an existing directory, got {root!r}"
+                )
+            local_root = local_root.resolve()
+        hosts_raw = v["LABELWHEEL_ALLOWED_HOSTS"] or ""
+        if isinstance(hosts_raw, str):
+            hosts = [h.strip().lower() for h in hosts_raw.split(",") if h.strip()]
+        else:
+            hosts = [str(h).strip().lower() for h in hosts_raw]
+        for host in hosts:
+            if "/" in host or " " in host:
+                raise ConfigError(
+                    f"LABELWHEEL_ALLOWED_HOSTS must be comma-separated host names, got {host!r}"
+                )
+        level = str(v["LABELWHEEL_LOG_LEVEL"]).strip().upper()
+        if level not in _LOG_LEVELS:
+            raise ConfigError(f"LABELWHEEL_LOG_LEVEL must be one of {', '.join(_LOG_LEVELS)}")
+        model_dir = Path(str(v["MODEL_DIR"])).expanduser()
+        if model_dir.exists() and not model_dir.is_dir():
+            raise ConfigError(f"MODEL_DIR must be a directory, got the file {str(model_dir)!r}")
+        return cls(
+            label_studio_url=url,
+            label_studio_api_key=_opt_str(v["LABEL_STUDIO_API_KEY"]),
+            model_dir=model_dir,
+            basic_auth_user=user,
+            basic_auth_pass=password,
+            strategy=strategy,
+            retrain_every=_int("LABELWHEEL_RETRAIN_EVERY", v, 0, 1_000_000),
+            backbone=backbone,
+            image_size=_int("LABELWHEEL_IMAGE_SIZE", v, 16, 1024),
+            batch_size=_int("LABELWHEEL_BATCH_SIZE", v, 1, 1024),
+            max_image_bytes=_int("LABELWHEEL_MAX_IMAGE_BYTES", v, 1024, 2**31),
+            max_image_pixels=_int("LABELWHEEL_MAX_IMAGE_PIXELS", v, 256, 2**31),
+            fetch_timeout=_float("LABELWHEEL_FETCH_TIMEOUT", v, 0.1, 600.0),
+            allowed_hosts=frozenset(hosts),
+            local_files_root=local_root,
+            publish=_bool("LABELWHEEL_PUBLISH", v),
+            rank_depth=_int("LABELWHEEL_RANK_DEPTH", v, 1, 10_000_000),
+            max_request_bytes=_int("LABELWHEEL_MAX_REQUEST_BYTES", v, 1024, 2**34),
+            log_level=level,
+        )
+
+    def log_level_number(self) -> int:
+        """The logging module's number for :attr:`log_level`."""
+        return int(logging.getLevelName(self.log_level))
+
+
+def _opt_str(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _int(name: str, v: dict[str, Any], low: int, high: int) -> int:
+    raw = v[name]
+    try:
+        if isinstance(raw, bool):
+            raise ValueError
+        value = int(str(raw).strip()) if not isinstance(raw, int) else raw
+    except ValueError:
+        raise ConfigError(
+            f"{name} must be an integer between {low} and {high}, got {raw!r}"
+        ) from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be an integer between {low} and {high}, got {value}")
+    return value
+
+
+def _float(name: str, v: dict[str, Any], low: float, high: float) -> float:
+    raw = v[name]
+    try:
+        value = float(str(raw).strip())
+    except ValueError:
+        raise ConfigError(
+            f"{name} must be a number between {low} and {high}, got {raw!r}"
+        ) from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be a number between {low} and {high}, got {value}")
+    return value
+
+
+def _bool(name: str, v: dict[str, Any]) -> bool:
+    raw = v[name]
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")

@@ -1,0 +1,183 @@
+"""/predict: one result per task, batched embedding, cache, cold start, bad images."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+from backend_helpers import CONFIG_BOXES, CONFIG_SINGLE, data_uri
+
+from labelwheel.ml_backend import get_service
+
+
+class CountingBackbone:
+    """The real backbone, counting its forward calls."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.calls = 0
+        self.images = 0
+        self.name, self.image_size, self.dim = inner.name, inner.image_size, inner.dim
+
+    def embed(self, images: list[Any]) -> Any:
+        self.calls += 1
+        self.images += len(images)
+        return self.inner.embed(images)
+
+
+def predict_body(refs: list[str | None], project: str = "1.1700000000", start: int = 1) -> dict:
+    tasks = []
+    for i, ref in enumerate(refs):
+        data = {"image": ref} if ref is not None else {"text": "no image here"}
+        tasks.append({"id": start + i, "data": data, "annotations": [], "predictions": []})
+    return {"tasks": tasks, "project": project, "label_config": CONFIG_SINGLE, "params": {}}
+
+
+def test_cold_start_gives_no_prelabel_but_ranks(make_app: Any, photos: dict[str, bytes]) -> None:
+    client = make_app().test_client()
+    refs = [data_uri(photos[name]) for name in ("astronaut", "chelsea", "coffee", "horse")]
+    resp = client.post("/predict", json=predict_body(refs))
+    assert resp.status_code == 200, resp.get_json()
+    results = resp.get_json()["results"]
+    assert len(results) == 4
+    for r in results:
+        assert r["result"] == []
+        assert r["model_version"] == "v0"
+        assert 0.0 <= r["score"] < 1.0
+    # ranked within the batch (no Label Studio configured): ranks 0..3 over 4 tasks
+    assert sorted(r["score"] for r in results) == [0.0, 0.25, 0.5, 0.75]
+
+
+def test_one_forward_pass_per_batch_and_cache(
+    make_app: Any, backbone: Any, photos: dict[str, bytes], tmp_path: Path
+) -> None:
+    counting = CountingBackbone(backbone)
+    app = make_app(BACKBONE_LOADER=lambda: counting)
+    client = app.test_client()
+    names = ["astronaut", "camera", "chelsea", "coffee", "coins", "horse"]
+    refs = [data_uri(photos[n]) for n in names]
+    assert client.post("/predict", json=predict_body(refs)).status_code == 200
+    assert counting.calls == 1 and counting.images == 6
+    # the same images again (other task ids, one duplicate in the batch): nothing is embedded
+    assert client.post("/predict", json=predict_body(refs + refs[:1], start=50)).status_code == 200
+    assert counting.calls == 1
+    # a new process on the same MODEL_DIR finds the embeddings on disk
+    get_service(app).close()
+    counting2 = CountingBackbone(backbone)
+    client2 = make_app(BACKBONE_LOADER=lambda: counting2).test_client()
+    assert client2.post("/predict", json=predict_body(refs)).status_code == 200
+    assert counting2.calls == 0
+    cached = list((tmp_path / "model_dir" / "embeddings").rglob("*.npy"))
+    assert len(cached) == 6
+
+
+def test_bad_images_get_empty_predictions_and_the_rest_succeed(
+    make_app: Any, photos: dict[str, bytes], tmp_path: Path, caplog: Any
+) -> None:
+    root = tmp_path / "files"
+    (root / "set").mkdir(parents=True)
+    (root / "set" / "coins.png").write_bytes(photos["coins"])
+    (tmp_path / "secret.png").write_bytes(photos["camera"])
+    with socket.socket() as s:  # a port with nothing listening
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+    app = make_app(
+        LABELWHEEL_LOCAL_FILES_ROOT=str(root),
+        LABELWHEEL_ALLOWED_HOSTS="127.0.0.1",
+        LABELWHEEL_FETCH_TIMEOUT="2",
+    )
+    client = app.test_client()
+    refs: list[str | None] = [
+        data_uri(photos["chelsea"]),  # good
+        data_uri(b"\x89PNG\r\n\x1a\n" + b"garbage" * 20),  # corrupt image
+        "/data/local-files/?d=set/coins.png",  # good local file under the root
+        "/data/local-files/?d=../secret.png",  # traversal
+        "https://images.example.com/cat.png",  # foreign host (not allowlisted)
+        f"http://127.0.0.1:{closed_port}/img.png",  # unreachable
+        None,  # no image under the config's data key
+        data_uri(b"not an image at all"),  # not an image
+    ]
+    caplog.set_level(logging.WARNING, logger="labelwheel.ml_backend")
+    resp = client.post("/predict", json=predict_body(refs))
+    assert resp.status_code == 200, resp.get_json()
+    results = resp.get_json()["results"]
+    assert len(results) == len(refs)
+    for r in results:
+        assert r["result"] == [] and r["model_version"] == "v0"
+        assert 0.0 <= r["score"] <= 1.0
+    # the two good images were embedded and rank ahead of the failures
+    good = [results[0]["score"], results[2]["score"]]
+    bad = [r["score"] for i, r in enumerate(results) if i not in (0, 2)]
+    assert max(good) < min(bad)
+    model = get_service(app).model
+    assert model.images_embedded == 2
+    logged = " ".join(rec.getMessage() for rec in caplog.records)
+    for task_id in (2, 4, 5, 6, 7, 8):
+        assert f"task {task_id}: no prediction" in logged
+    assert "secret" not in " ".join(str(p) for p in Path(tmp_path / "model_dir").rglob("*"))
+
+
+def test_predict_bad_requests(make_app: Any) -> None:
+    client = make_app().test_client()
+    body = predict_body(["data:image/png;base64,AAAA"])
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({k: v for k, v in body.items() if k != "tasks"}, "tasks"),
+        ({**body, "tasks": {"id": 1}}, "tasks"),
+        ({**body, "tasks": [1, 2]}, "tasks[0]"),
+        ({k: v for k, v in body.items() if k != "project"}, "project"),
+        ({**body, "project": "x.y"}, "project"),
+        ({**body, "label_config": 5}, "label_config"),
+        ({**body, "label_config": None, "project": "99.1"}, "label config"),
+    ]
+    for payload, word in cases:
+        resp = client.post("/predict", json=payload)
+        assert resp.status_code == 400, payload
+        assert word in resp.get_json()["message"]
+    resp = client.post("/predict", json={**body, "label_config": CONFIG_BOXES})
+    assert resp.status_code == 400
+    assert resp.get_json()["error"] == "unsupported_label_config"
+
+
+def test_predict_uses_the_stored_config_and_empty_batch(make_app: Any) -> None:
+    client = make_app().test_client()
+    assert (
+        client.post("/setup", json={"project": "4.1", "schema": CONFIG_SINGLE}).status_code == 200
+    )
+    resp = client.post("/predict", json={"tasks": [], "project": "4.1"})
+    assert resp.status_code == 200
+    assert resp.get_json()["results"] == []
+
+
+@pytest.mark.parametrize("size", [0, 3])
+def test_predict_result_count_matches_tasks(
+    make_app: Any, photos: dict[str, bytes], size: int
+) -> None:
+    client = make_app().test_client()
+    refs = [data_uri(photos["rocket"])] * size
+    resp = client.post("/predict", json=predict_body(refs))
+    assert len(resp.get_json()["results"]) == size
+
+
+def test_tasks_created_embeds_new_images_in_the_background(
+    make_app: Any, backbone: Any, photos: dict[str, bytes]
+) -> None:
+    counting = CountingBackbone(backbone)
+    app = make_app(BACKBONE_LOADER=lambda: counting)
+    client = app.test_client()
+    assert (
+        client.post("/setup", json={"project": "1.1", "schema": CONFIG_SINGLE}).status_code == 200
+    )
+    refs = [data_uri(photos[n]) for n in ("coins", "horse")]
+    tasks = [{"id": 10 + i, "data": {"image": r}} for i, r in enumerate(refs)]
+    resp = client.post(
+        "/webhook", json={"action": "TASKS_CREATED", "tasks": tasks, "project": {"id": 1}}
+    )
+    assert resp.status_code == 200 and resp.get_json()["tasks"] == 2
+    assert get_service(app).worker.wait_idle(60)
+    assert counting.images == 2
+    # /predict then finds them in the cache
+    assert client.post("/predict", json=predict_body(refs, project="1.1")).status_code == 200
+    assert counting.images == 2

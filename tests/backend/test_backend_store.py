@@ -1,0 +1,75 @@
+"""The SQLite store: training-set rules, versions, connections of short-lived threads."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from labelwheel.ml_backend.store import Store, atomic_write_bytes
+
+
+def record(store: Store, ann_id: int, task_id: int, labels: list[str], **kw: object) -> int:
+    args = {
+        "annotation_id": ann_id,
+        "task_id": task_id,
+        "project_id": 1,
+        "labels": labels,
+        "image_ref": f"/data/upload/1/{task_id}.png",
+        "was_cancelled": False,
+        "feedback": None,
+        "prediction_version": None,
+        "action": "ANNOTATION_CREATED",
+        "payload": {"id": ann_id},
+    }
+    args.update(kw)
+    return store.record_annotation(**args)  # type: ignore[arg-type]
+
+
+def test_training_set_rules(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    assert record(store, 1, 10, ["a"]) == 1
+    record(store, 2, 10, ["b"])  # a second annotation of task 10: the newest wins
+    record(store, 3, 11, [], was_cancelled=True)  # skipped
+    record(store, 4, 12, ["a"])
+    assert record(store, 5, 13, []) == 5  # no choice made
+    store.delete_annotations(1, [4], None)
+    assert [(a.id, a.labels) for a in store.training_set(1)] == [(2, ("b",))]
+    assert store.labelled_task_ids(1) == {10, 11, 13}
+    assert store.take_pending_changes(1) == 6
+    assert store.take_pending_changes(1) == 0
+    assert store.event_count("ANNOTATION_CREATED") == 5
+
+
+def test_versions_are_monotonic_and_survive_reopening(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    assert store.latest_version(1) is None
+    n = store.next_version_number(1)
+    store.add_version(1, n, 10, 0.9, {"x": 1}, str(tmp_path / "a.pkl"))
+    store.add_version(1, store.next_version_number(1), 12, None, {}, str(tmp_path / "b.pkl"))
+    store.add_version(2, store.next_version_number(2), 3, None, {}, str(tmp_path / "c.pkl"))
+    store.close()
+    again = Store(tmp_path)
+    assert [v.name for v in again.versions(1)] == ["v1", "v2"]
+    assert again.latest_version(1).n_labels == 12
+    assert again.latest_version(2).name == "v1"
+    run = again.start_run(1)
+    assert again.mark_interrupted_runs() == 1
+    assert again.runs(1)[0]["id"] == run and again.runs(1)[0]["status"] == "interrupted"
+
+
+def test_connections_of_finished_threads_are_closed(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    for _ in range(40):  # like a thread-per-request server
+        t = threading.Thread(target=store.get_project, args=(1,))
+        t.start()
+        t.join()
+    store.get_project(1)
+    assert len(store._connections) <= 2
+
+
+def test_atomic_write_replaces_whole_files(tmp_path: Path) -> None:
+    target = tmp_path / "sub" / "artifact.bin"
+    atomic_write_bytes(target, b"first")
+    atomic_write_bytes(target, b"second")
+    assert target.read_bytes() == b"second"
+    assert [p.name for p in target.parent.iterdir()] == ["artifact.bin"]
