@@ -1,0 +1,505 @@
+"""``labelwheel plan | forecast | coverage | report``: the data lead's commands.
+
+Each works on a Label Studio project (``--project ID`` with ``--url``/``--api-key`` or the env
+variables ``LABEL_STUDIO_URL``/``LABEL_STUDIO_API_KEY``; a legacy token or a personal access token)
+or offline on a folder of images (``--images DIR``). ``--json`` prints one JSON document for
+scripts; otherwise tables for people. Errors are one clear line on stderr and exit status 1.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass
+class Loaded:
+    """A pool with the connections it came from."""
+
+    pool: Any
+    client: Any
+    store: Any
+
+
+def _source_options(func: F) -> F:
+    options = [
+        click.option("--project", "project_id", type=int, help="Label Studio project id."),
+        click.option(
+            "--images",
+            "images_dir",
+            type=click.Path(path_type=Path),
+            help="Work offline on a folder of images (labels from sub-folders or labels.csv).",
+        ),
+        click.option(
+            "--url",
+            envvar="LABEL_STUDIO_URL",
+            show_envvar=True,
+            help="Label Studio URL.",
+        ),
+        click.option(
+            "--api-key",
+            envvar="LABEL_STUDIO_API_KEY",
+            show_envvar=True,
+            help="Label Studio legacy token or personal access token.",
+        ),
+        click.option(
+            "--model-dir",
+            envvar="MODEL_DIR",
+            show_envvar=True,
+            type=click.Path(path_type=Path),
+            help="The ML backend's state dir: model versions, acceptance, embedding cache.",
+        ),
+        click.option(
+            "--cache-dir",
+            type=click.Path(path_type=Path),
+            help="Embedding cache (default: MODEL_DIR, else LABELWHEEL_CACHE_DIR, else "
+            "~/.cache/labelwheel).",
+        ),
+        click.option(
+            "--backbone",
+            envvar="LABELWHEEL_BACKBONE",
+            show_envvar=True,
+            default="efficientnet-lite0",
+            show_default=True,
+            help="Backbone that embeds the images (same as the backend's).",
+        ),
+        click.option(
+            "--image-size",
+            envvar="LABELWHEEL_IMAGE_SIZE",
+            show_envvar=True,
+            type=click.IntRange(16, 1024),
+            default=224,
+            show_default=True,
+            help="Backbone input size in pixels.",
+        ),
+        click.option("--seed", type=int, default=0, show_default=True, help="Random seed."),
+        click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts."),
+        click.option("--quiet", "-q", is_flag=True, help="No progress bars."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _fail(message: str) -> click.ClickException:
+    return click.ClickException(message)
+
+
+def _friendly_errors(func: F) -> F:
+    """Turn expected failures into one-line messages with exit status 1 (no tracebacks)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        import requests
+
+        try:
+            return func(*args, **kwargs)
+        except click.ClickException:
+            raise
+        except ValueError as exc:  # bad input, unsupported config, unknown project, ...
+            raise _fail(str(exc)) from None
+        except requests.ConnectionError as exc:
+            raise _fail(f"cannot reach Label Studio: {_short(exc)}") from None
+        except requests.Timeout as exc:
+            raise _fail(f"Label Studio did not answer in time: {_short(exc)}") from None
+        except RuntimeError as exc:
+            if type(exc).__name__ == "LabelStudioError":
+                raise _fail(str(exc)) from None
+            raise
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _short(exc: BaseException, n: int = 200) -> str:
+    text = str(exc)
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _client(url: str | None, api_key: str | None) -> Any:
+    if not url:
+        raise _fail("no Label Studio URL: pass --url or set LABEL_STUDIO_URL")
+    if not api_key:
+        raise _fail("no Label Studio API key: pass --api-key or set LABEL_STUDIO_API_KEY")
+    from labelwheel.ls_api import LabelStudioClient
+
+    return LabelStudioClient(url, api_key)
+
+
+def _load(kw: dict[str, Any], *, labeled_only: bool = False, need_project: bool = False) -> Loaded:
+    from labelwheel.lead.pool import default_cache_dir, load_folder_pool, load_project_pool
+    from labelwheel.lead.sources import open_store
+
+    project_id, images_dir = kw["project_id"], kw["images_dir"]
+    if (project_id is None) == (images_dir is None):
+        raise _fail("give exactly one of --project ID or --images DIR")
+    if need_project and project_id is None:
+        raise _fail("this needs a Label Studio project (--project ID), not --images")
+    cache_dir = kw["cache_dir"] or kw["model_dir"] or default_cache_dir()
+    progress = not kw["quiet"] and not kw["as_json"] and sys.stderr.isatty()
+    progress = progress or bool(os.environ.get("LABELWHEEL_PROGRESS"))
+    common = {
+        "backbone": kw["backbone"],
+        "image_size": kw["image_size"],
+        "cache_dir": cache_dir,
+        "progress": progress and not kw["quiet"],
+    }
+    if images_dir is not None:
+        return Loaded(load_folder_pool(images_dir, **common), None, None)
+    client = _client(kw["url"], kw["api_key"])
+    pool = load_project_pool(client, project_id, labeled_only=labeled_only, **common)
+    return Loaded(pool, client, open_store(kw["model_dir"]))
+
+
+def _emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=_json_default, allow_nan=False))
+
+
+def _json_default(obj: Any) -> Any:
+    import numpy as np
+
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = [len(h) for h in headers]
+    for row in cells:
+        for i, v in enumerate(row):
+            widths[i] = max(widths[i], len(v))
+    numeric = [
+        all(_is_number(row[i]) for row in rows if row[i] is not None) for i in range(len(headers))
+    ]
+
+    def fmt(vals: Sequence[str]) -> str:
+        parts = [
+            v.rjust(widths[i]) if numeric[i] else v.ljust(widths[i]) for i, v in enumerate(vals)
+        ]
+        return "  ".join(parts).rstrip()
+
+    lines = [fmt(list(headers)), "  ".join("-" * w for w in widths)]
+    lines += [fmt(row) for row in cells]
+    return "\n".join(lines)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.3f}" if abs(v) < 1000 else f"{v:,.0f}"
+    if isinstance(v, int) and not isinstance(v, bool):
+        return f"{v:,}" if abs(v) >= 10000 else str(v)
+    return str(v)
+
+
+def _money(x: float | None) -> str:
+    return "–" if x is None else f"{x:,.2f}"
+
+
+def _skipped_note(pool: Any) -> None:
+    if pool.skipped:
+        click.echo(
+            f"warning: {len(pool.skipped)} item(s) skipped (unreadable image), e.g. "
+            f"{pool.skipped[0][0]}: {pool.skipped[0][1]}",
+            err=True,
+        )
+
+
+# ------------------------------------------------------------------------------------- plan
+
+
+@click.command("plan")
+@_source_options
+@click.option(
+    "--budget", type=int, required=True, help="How many tasks to label next (≤ unlabelled pool)."
+)
+@click.option(
+    "--strategy", help="Selector (default: LABELWHEEL_STRATEGY or the selectors' default)."
+)
+@click.option("--cost-per-label", type=float, help="Price of one label, for the cost column.")
+@click.option("--dry-run", is_flag=True, help="Only print the plan; do not write the view.")
+@_friendly_errors
+def plan_command(
+    budget: int, strategy: str | None, cost_per_label: float | None, dry_run: bool, **kw: Any
+) -> None:
+    """Pick the next BUDGET tasks to label and save them as a Label Studio view.
+
+    The view "labelwheel: next N" holds exactly the picked tasks, most informative first (each
+    picked task carries its rank in the data field labelwheel_rank; the view sorts by it).
+    Re-running replaces that view.
+    """
+    from labelwheel.lead.plan import make_plan, write_plan_view
+
+    if budget < 1:
+        raise _fail(f"--budget must be at least 1, got {budget}")
+    if cost_per_label is not None and (cost_per_label < 0 or not math.isfinite(cost_per_label)):
+        raise _fail("--cost-per-label must be a non-negative number")
+    if strategy is not None:
+        from labelwheel import selectors
+
+        if strategy not in selectors.STRATEGIES:
+            raise _fail(
+                f"unknown strategy {strategy!r}; use one of "
+                + ", ".join(sorted(selectors.STRATEGIES))
+            )
+    loaded = _load(kw)
+    pool = loaded.pool
+    _skipped_note(pool)
+    plan = make_plan(
+        pool, budget, strategy=strategy, cost_per_label=cost_per_label, seed=kw["seed"]
+    )
+    view = None
+    if loaded.client is not None and not dry_run:
+        view = write_plan_view(loaded.client, pool.project_id, plan, pool.tasks)
+    if kw["as_json"]:
+        out = plan.to_dict()
+        out["view"] = {"id": view.get("id"), "title": plan.view_title} if view else None
+        out["source"] = pool.source
+        _emit_json(out)
+        return
+    click.echo(
+        f"{pool.source}: {plan.unlabeled} unlabelled of {plan.pool_size}; strategy {plan.strategy}"
+    )
+    for note in plan.notes:
+        click.echo(f"note: {note}")
+    rows = [
+        [
+            p.rank,
+            p.task_id if pool.project_id is not None else p.ref,
+            p.reason,
+            round(p.bits, 3),
+            f"{p.predicted} ({p.confidence:.2f})" if p.predicted is not None else None,
+            _money(p.cost) if p.cost is not None else None,
+        ]
+        for p in plan.picks
+    ]
+    head = ["#", "task" if pool.project_id is not None else "image", "why", "bits", "model says"]
+    click.echo(_table([*head, "cost"], rows))
+    total = f"total: {plan.budget} labels, {plan.total_bits:.1f} bits"
+    if plan.total_cost is not None:
+        total += f", expected cost {_money(plan.total_cost)}"
+    click.echo(total)
+    if view is not None:
+        click.echo(
+            f'wrote view "{plan.view_title}" (id {view.get("id")}) in project {pool.project_id}'
+        )
+    elif loaded.client is not None:
+        click.echo("dry run: no view written")
+
+
+# ----------------------------------------------------------------------------------- forecast
+
+
+@click.command("forecast")
+@_source_options
+@click.option("--target", type=float, required=True, help="Target accuracy, e.g. 0.95.")
+@click.option(
+    "--history",
+    type=click.Choice(["auto", "versions", "cv"]),
+    default="auto",
+    show_default=True,
+    help="Accuracy history: the backend's model versions, or a cross-validated learning curve "
+    "on the labels present (auto: versions if there are enough).",
+)
+@click.option("--plot", type=click.Path(path_type=Path), help="Write the learning curve as PNG.")
+@_friendly_errors
+def forecast_command(target: float, history: str, plot: Path | None, **kw: Any) -> None:
+    """How many more labels reach --target accuracy (fits acc(n) = a − b·n^(−c))."""
+    from labelwheel.lead.forecast import forecast_labels, render_forecast_png
+    from labelwheel.lead.sources import accuracy_history
+
+    if not 0.0 < target < 1.0:
+        raise _fail(f"--target must be an accuracy between 0 and 1 (e.g. 0.95), got {target}")
+    loaded = _load(kw, labeled_only=True)
+    pool = loaded.pool
+    _skipped_note(pool)
+    points, kind = accuracy_history(pool, loaded.store, prefer=history, seed=kw["seed"])
+    fc = forecast_labels(points, target, current_labels=pool.n_labeled, seed=kw["seed"])
+    if plot is not None:
+        plot.write_bytes(render_forecast_png(fc))
+    if kw["as_json"]:
+        out = fc.to_dict()
+        out["history"] = kind
+        out["source"] = pool.source
+        _emit_json(out)
+        return
+    label = "model versions" if kind == "versions" else "cross-validated learning curve"
+    click.echo(f"{pool.source}: {pool.n_labeled} labels; history from {label}")
+    if points:
+        click.echo(
+            _table(
+                ["labels", "accuracy", "from"],
+                [[p.n_labels, p.accuracy, p.source] for p in fc.points],
+            )
+        )
+    if fc.fit is not None:
+        click.echo(f"fit: acc(n) = {fc.fit.a:.4f} − {fc.fit.b:.4f}·n^(−{fc.fit.c:.3f})")
+    click.echo(fc.message)
+    if plot is not None:
+        click.echo(f"learning curve written to {plot}")
+
+
+# ----------------------------------------------------------------------------------- coverage
+
+
+@click.command("coverage")
+@_source_options
+@click.option("--out", type=click.Path(path_type=Path), help="Write the 2-D map as PNG.")
+@click.option("--clusters", type=click.IntRange(1, 500), help="k-means clusters (default ~√(n/2)).")
+@click.option(
+    "--projection",
+    type=click.Choice(["auto", "pca", "tsne", "umap"]),
+    default="auto",
+    show_default=True,
+    help="2-D projection (auto: UMAP if installed, else t-SNE, PCA above 5,000 items).",
+)
+@_friendly_errors
+def coverage_command(out: Path | None, clusters: int | None, projection: str, **kw: Any) -> None:
+    """Map the pool: clusters without labels (holes), near-duplicates, anomalies."""
+    from labelwheel.lead.coverage import analyse_coverage, render_coverage_png
+
+    loaded = _load(kw)
+    pool = loaded.pool
+    _skipped_note(pool)
+    cov = analyse_coverage(
+        pool, n_clusters=clusters, projection=projection, seed=kw["seed"], with_map=out is not None
+    )
+    if out is not None:
+        render_coverage_png(cov, out, title=f"Coverage: {pool.source}")
+    if kw["as_json"]:
+        data = cov.to_dict(pool)
+        data["source"] = pool.source
+        data["map"] = str(out) if out else None
+        _emit_json(data)
+        return
+    click.echo(f"{pool.source}: {len(pool)} items, {pool.n_labeled} labelled")
+    rows = [
+        [
+            r.cluster,
+            r.size,
+            f"{r.share:.1%}",
+            r.labels,
+            r.accuracy,
+            r.top_label,
+            "HOLE" if r.hole else "",
+        ]
+        for r in cov.rows
+    ]
+    click.echo(_table(["cluster", "size", "share", "labels", "accuracy", "top label", ""], rows))
+    holes = [r for r in cov.rows if r.hole]
+    share = sum(r.share for r in holes)
+    click.echo(f"holes: {len(holes)} cluster(s) without labels, {share:.1%} of the pool")
+    ident = (
+        (lambda p: str(pool.ids[p])) if pool.project_id is not None else (lambda p: pool.refs[p])
+    )
+    click.echo(f"near-duplicate groups: {len(cov.duplicate_groups)}")
+    for g in cov.duplicate_groups[:10]:
+        click.echo("  " + ", ".join(ident(p) for p in g))
+    click.echo(f"anomalies: {', '.join(ident(p) for p in cov.anomalies) or 'none'}")
+    for note in cov.notes:
+        click.echo(f"note: {note}")
+    if out is not None:
+        click.echo(f"map written to {out}")
+
+
+# ------------------------------------------------------------------------------------- report
+
+
+@click.command("report")
+@_source_options
+@click.option("--cost-per-label", type=float, help="Price of one label, to price the duplicates.")
+@_friendly_errors
+def report_command(cost_per_label: float | None, **kw: Any) -> None:
+    """Class balance, duplicates, measured vs estimated real accuracy, acceptance per version."""
+    from labelwheel.lead.report import build_report
+    from labelwheel.lead.sources import acceptance_rows
+
+    if cost_per_label is not None and (cost_per_label < 0 or not math.isfinite(cost_per_label)):
+        raise _fail("--cost-per-label must be a non-negative number")
+    loaded = _load(kw)
+    pool = loaded.pool
+    _skipped_note(pool)
+    rep = build_report(
+        pool,
+        acceptance=acceptance_rows(pool, loaded.store),
+        cost_per_label=cost_per_label,
+        seed=kw["seed"],
+    )
+    if kw["as_json"]:
+        _emit_json(rep.to_dict())
+        return
+    click.echo(f"{rep.source}: {rep.pool_size} items, {rep.labeled} labelled")
+    click.echo("\nclass balance")
+    total = sum(rep.class_balance.values()) or 1
+    click.echo(
+        _table(
+            ["class", "labels", "share"],
+            [[c, n, f"{n / total:.1%}"] for c, n in rep.class_balance.items()],
+        )
+    )
+    if rep.imbalance_ratio is not None:
+        click.echo(f"imbalance (largest / smallest class): {rep.imbalance_ratio:.1f}×")
+    click.echo("\nduplicates")
+    click.echo(
+        f"{rep.duplicate_groups} near-duplicate group(s); {rep.duplicates_removed} item(s) removed "
+        f"from labelling ({rep.duplicates_already_labeled} of them already labelled)"
+    )
+    if rep.cost_per_label is not None:
+        click.echo(
+            f"money saved by skipping them: {_money(rep.duplicate_cost_saved)}; "
+            f"already spent on duplicates: {_money(rep.duplicate_cost_spent)}"
+        )
+    click.echo("\naccuracy")
+    if rep.measured_accuracy is None:
+        click.echo("measured: not enough labels to cross-validate")
+    else:
+        click.echo(
+            f"measured (cross-validated on {rep.measured_on} labels): {rep.measured_accuracy:.3f}"
+        )
+    if rep.estimated_accuracy is not None and rep.estimated_bounds is not None:
+        lo, hi = rep.estimated_bounds
+        click.echo(
+            f"estimated real (weighted by the whole pool): {rep.estimated_accuracy:.3f} "
+            f"(bounds {lo:.3f}–{hi:.3f}; {rep.unknown_share:.0%} of the pool unmeasured)"
+        )
+    click.echo("\npre-label acceptance per version")
+    if rep.acceptance:
+        click.echo(
+            _table(
+                ["version", "accepted", "corrected", "rate", "from"],
+                [
+                    [
+                        a.version,
+                        a.approvals,
+                        a.corrections,
+                        f"{a.rate:.0%}" if a.rate is not None else None,
+                        a.source,
+                    ]
+                    for a in rep.acceptance
+                ],
+            )
+        )
+    else:
+        click.echo("no annotations made on pre-labels yet")
+    for note in rep.notes:
+        click.echo(f"note: {note}")
