@@ -763,8 +763,9 @@ class Model:
 
     def predict(
         self, project_id: int, config: ClassificationConfig, tasks: list[dict[str, Any]]
-    ) -> list[dict[str, Any]]:
-        """One prediction per task, same order; a task whose image fails gets an empty result."""
+    ) -> tuple[list[dict[str, Any]], int]:
+        """One prediction per task, same order, and how many tasks' images failed (those get an
+        empty result; so do all tasks while no model can pre-label yet)."""
         version, head = self.current(project_id)
         refs = [_task_ref(t, config.data_key) for t in tasks]
         embedded = self.embed_refs(refs)
@@ -801,7 +802,7 @@ class Model:
                 )
                 prediction = {"result": [], "score": scores[i], "model_version": version}
             out.append(prediction)
-        return out
+        return out, sum(1 for err in embedded.errors if err is not None)
 
     def _scores(
         self,

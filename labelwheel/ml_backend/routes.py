@@ -261,9 +261,8 @@ def predict() -> Response:
             service.store.upsert_project(project_id, label_config=config.xml)
     if not tasks:
         return jsonify({"results": []})
-    results = service.model.predict(project_id, config, tasks)
-    failed = sum(1 for r in results if not r["result"])
-    service.metrics.count_predictions(len(results), failed)
+    results, image_failures = service.model.predict(project_id, config, tasks)
+    service.metrics.count_predictions(len(results), image_failures)
     return jsonify({"results": results, "model_version": service.model.version_name(project_id)})
 
 

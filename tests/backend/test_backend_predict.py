@@ -118,6 +118,10 @@ def test_bad_images_get_empty_predictions_and_the_rest_succeed(
     for task_id in (2, 4, 5, 6, 7, 8):
         assert f"task {task_id}: no prediction" in logged
     assert "secret" not in " ".join(str(p) for p in Path(tmp_path / "model_dir").rglob("*"))
+    # six images failed; the two good ones are empty only because no model exists yet
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert "labelwheel_prediction_image_failures_total 6\n" in metrics
+    assert "labelwheel_predictions_total 8\n" in metrics
 
 
 def test_predict_bad_requests(make_app: Any) -> None:
