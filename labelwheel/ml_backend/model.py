@@ -713,10 +713,12 @@ class Model:
         return ranking
 
     def _labelled_embeddings(self, project_id: int) -> np.ndarray | None:
-        hashes = self.store.image_hashes(
-            [a.image_ref for a in self.store.training_set(project_id) if a.image_ref]
-        )
-        vecs = [v for v in (self.cache.get(h) for h in hashes.values()) if v is not None]
+        refs = [a.image_ref for a in self.store.training_set(project_id) if a.image_ref]
+        hashes = self.store.image_hashes(refs)
+        # In training-set order (annotation id), not the store's: the selectors' clustering
+        # depends on row order, and the same labels must give the same ranking.
+        found = (self.cache.get(hashes[r]) for r in refs if r in hashes)
+        vecs = [v for v in found if v is not None]
         return np.vstack(vecs).astype(np.float32) if vecs else None
 
     def _first_batch(self) -> int:

@@ -13,14 +13,15 @@ publishes the new version's predictions and Label Studio re-ranks. Accuracy is t
 version's pre-labels, read from Label Studio, against the held-back answers on all 300 images.
 
 Target and margin: an offline study with the same 300 images, backbone and selector
-(``tests/e2e/e2e_margin_study.py``) gave 0.54, 0.60, 0.75 after 10, 20, 30 labels in served order;
-through the real backend (whose head and ranking differ a little from the study's) three runs gave
-0.53 after 10 and 0.57, 0.60, 0.64 after 20 labels. The test's random order (fixed seed) gave 0.42
-and 0.51 after 10 and 20 labels. The target 0.55 sits between the two at 20 labels with a margin
-of 2 points or more on each side: served order must reach it at least one batch sooner. (A target
-of 0.70 was tried first and proved too thin: served order reached it at 30 or 40 labels, random
-order at 40.) Of ten random orders in the study, one (0.54 at 10 labels) matched served order, so
-the comparison is against this one fixed random order, not a claim about every order.
+(``tests/e2e/e2e_margin_study.py``) gave 0.54, 0.60, 0.75 after 10, 20, 30 labels in served order.
+Through the real backend, five runs gave exactly 0.53 after 10 labels (the cold-start ranking is
+deterministic) and 0.55-0.64 after 20 (later batches vary from run to run). The test's random
+order (fixed seed) gave 0.42, 0.51 and 0.67 after 10, 20 and 30 labels. The target 0.50 is where
+the gain is large and stable: served order reaches it with the first batch (3 points above), random
+order needs a second batch (8 points below after the first). Targets of 0.70 and 0.55 were tried
+first and proved too thin across runs. Of ten random orders in the study, one (0.54 after 10
+labels) matched served order, so this compares with one fixed random order; the multi-seed claim
+lives in ``benchmarks/`` (label efficiency, 10 seeds).
 """
 
 from __future__ import annotations
@@ -42,8 +43,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 POOL = 300  # images per project
 BATCH = 10  # labels between two trainings: the batch the backend ranks first (RETRAIN_EVERY=0)
-BUDGET = 40  # labels per arm at most
-TARGET = 0.55  # accuracy of the pre-labels on all POOL images
+BUDGET = 30  # labels per arm at most
+TARGET = 0.50  # accuracy of the pre-labels on all POOL images
 MARGIN = BATCH  # served order must need at least one batch fewer than random order
 
 

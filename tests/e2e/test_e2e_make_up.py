@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from e2e_helpers import wait_for
 
 from labelwheel.demo import IMAGES_DIR, LS_DIR, STATE_FILE
 from labelwheel.demo_data import DEMO_PROJECT_TITLE
@@ -166,7 +167,14 @@ def test_e2e_labelwheel_up_and_down(tmp_path, ls_template_dir, ls_credentials, l
         down = _labelwheel("down", "--state-dir", str(state_dir))
         assert down.returncode == 0, down.stderr
         assert not any(_alive(p) for p in pids)
-        assert port_is_free(ls_port) and port_is_free(backend_port)
+        # The kernel frees a killed process's listening socket shortly after it dies (seconds
+        # on a loaded machine): give it that, not more.
+        wait_for(
+            lambda: port_is_free(ls_port) and port_is_free(backend_port),
+            15,
+            "both ports free after down",
+            interval=0.2,
+        )
 
         # up again re-uses the state: same project, no duplicate, no re-upload.
         up2 = _labelwheel("up", "--detach", *common)
