@@ -36,7 +36,7 @@ $(LS_VENV)/.installed:
 ls-venv: $(LS_VENV)/.installed
 
 up: venv ls-venv
-	$(VENV)/bin/labelwheel up --state-dir $(STATE_DIR) --label-studio-bin $(LS_VENV)/bin/label-studio
+	$(VENV)/bin/labelwheel up --state-dir $(STATE_DIR) --label-studio-bin $(CURDIR)/$(LS_VENV)/bin/label-studio
 
 down: venv
 	$(VENV)/bin/labelwheel down --state-dir $(STATE_DIR)

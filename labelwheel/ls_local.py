@@ -132,7 +132,8 @@ def find_ls_bin(ls_bin: str | None = None) -> str:
             f"Label Studio executable not found at {candidate!r}: run `make ls-venv` "
             f"(or set {LS_BIN_ENV} to a label-studio 1.23.2 executable)"
         )
-    return path
+    # Absolute, because Label Studio is started with another working directory.
+    return os.path.abspath(path)
 
 
 def free_port() -> int:

@@ -186,3 +186,16 @@ def _access(url: str, refresh: str) -> str:
     r = requests.post(f"{url}/api/token/refresh/", json={"refresh": refresh}, timeout=10)
     assert r.status_code == 200, r.text
     return str(r.json()["access"])
+
+
+def test_find_ls_bin_returns_an_absolute_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `make up` passes a path relative to the repository; Label Studio then runs elsewhere.
+    exe = tmp_path / "bin" / "label-studio"
+    exe.parent.mkdir()
+    exe.write_text("#!/bin/sh\n")
+    exe.chmod(0o755)
+    monkeypatch.chdir(tmp_path)
+    found = find_ls_bin("bin/label-studio")
+    assert os.path.isabs(found) and os.path.samefile(found, exe)
