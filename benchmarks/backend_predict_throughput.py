@@ -64,7 +64,7 @@ def main() -> None:
 
     import torch
 
-    from labelwheel.backbone import load_backbone
+    from labelwheel.features import load_backbone
     from labelwheel.ml_backend import create_app, get_service
 
     backbone = load_backbone("efficientnet-lite0", args.size, args.batch)

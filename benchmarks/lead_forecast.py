@@ -33,7 +33,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 
 from labelwheel.datasets import load_embeddings
-from labelwheel.lead._model import make_classifier
+from labelwheel.head import LinearProbe
 from labelwheel.lead.forecast import CurvePoint, fit_power_law, forecast_labels, learning_curve
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -51,7 +51,7 @@ def real_curve(x: np.ndarray, y: np.ndarray, seed: int, n_points: int = 12) -> d
             idx = order[:m]
             if np.unique(ytr[idx]).size < 2:
                 continue
-            model = make_classifier().fit(xtr[idx], ytr[idx])
+            model = LinearProbe().fit(xtr[idx], ytr[idx])
             out[int(m)] = float(np.mean(model.predict(xte) == yte))
     # also keep the training order for the "cv" mode
     real_curve.train = (xtr, ytr, order)  # type: ignore[attr-defined]

@@ -15,7 +15,7 @@ from labelwheel import __version__
 
 # name -> "module:attribute" of a click.Command
 _COMMANDS: dict[str, str] = {
-    "simulate": "labelwheel.simulate:simulate_command",
+    "simulate": "labelwheel.simulate.cli:simulate_command",
     "serve": "labelwheel.ml_backend.cli:serve_command",
     "connect": "labelwheel.connect:connect_command",
     "up": "labelwheel.demo:up_command",

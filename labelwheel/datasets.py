@@ -12,7 +12,7 @@ name          source                                 images
 
 :func:`load_dataset` returns the images as ``uint8`` arrays (0–255) with integer labels and
 class names. :func:`load_embeddings` turns them into features, either with a pretrained backbone
-(:func:`labelwheel.backbone.load_backbone`, cached to an ``.npz``) or, with ``backbone="raw"``,
+(:func:`labelwheel.features.load_backbone`, cached to an ``.npz``) or, with ``backbone="raw"``,
 as flattened standardised pixels.
 """
 
@@ -151,7 +151,7 @@ def load_embeddings(
 ) -> Features:
     """Features of a data set: backbone embeddings (cached) or, with ``backbone="raw"``, pixels.
 
-    Embeddings are computed with :func:`labelwheel.backbone.load_backbone` at ``image_size``
+    Embeddings are computed with :func:`labelwheel.features.load_backbone` at ``image_size``
     pixels (default: :data:`DEFAULT_IMAGE_SIZES`) and cached in ``cache_dir`` (default
     :func:`default_cache_dir`) as ``<name>-<backbone>-<size>px.npz``. The cache records a hash of
     the images and is recomputed when they change. ``raw`` features are never cached.
@@ -172,7 +172,7 @@ def load_embeddings(
                     return Features(name, backbone, size, X, data.labels, data.class_names)
         except (OSError, KeyError, ValueError):
             pass  # unreadable or stale cache: recompute below
-    from labelwheel.backbone import load_backbone
+    from labelwheel.features import load_backbone
 
     net = load_backbone(backbone, image_size=size, batch_size=batch_size)
     chunks = []

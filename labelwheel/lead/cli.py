@@ -137,8 +137,8 @@ def _client(url: str | None, api_key: str | None) -> Any:
 
 
 def _load(kw: dict[str, Any], *, labeled_only: bool = False, need_project: bool = False) -> Loaded:
-    from labelwheel.lead.pool import default_cache_dir, load_folder_pool, load_project_pool
     from labelwheel.lead.sources import open_store
+    from labelwheel.pool import default_cache_dir, load_folder_pool, load_project_pool
 
     project_id, images_dir = kw["project_id"], kw["images_dir"]
     if (project_id is None) == (images_dir is None):

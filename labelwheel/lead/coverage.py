@@ -19,9 +19,9 @@ import numpy as np
 from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
 
+from labelwheel.head import Scaling, cv_predictions
 from labelwheel.lead import _filters
-from labelwheel.lead._model import cv_predictions
-from labelwheel.lead.pool import Pool
+from labelwheel.pool import Pool
 
 PROJECTIONS = ("auto", "pca", "tsne", "umap")
 
@@ -147,7 +147,7 @@ def analyse_coverage(
     correct = np.full(n, -1, dtype=np.int64)
     lab_idx = np.flatnonzero(labeled & (codes >= 0))
     if lab_idx.size:
-        pred = cv_predictions(emb[lab_idx], codes[lab_idx], seed=seed)
+        pred = cv_predictions(emb[lab_idx], codes[lab_idx], seed=seed, scaling=Scaling.of(emb))
         if pred is None:
             notes.append("accuracy not measured: too few labels per class for cross-validation")
         else:

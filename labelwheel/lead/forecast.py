@@ -24,7 +24,9 @@ from scipy.optimize import OptimizeWarning, curve_fit
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import StratifiedShuffleSplit
 
-from labelwheel.lead._model import make_classifier
+from labelwheel.head import HeadConfig, LinearProbe
+
+_CURVE_HEAD = HeadConfig(calibrate=False)  # the product head; calibration never moves accuracy
 
 MIN_POINTS = 4
 MAX_LABELS = 10_000_000  # beyond this a "reachable" answer is meaningless
@@ -297,7 +299,7 @@ def learning_curve(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", category=ConvergenceWarning)
             for tr, te in split.split(x, y):
-                model = make_classifier().fit(x[tr], y[tr])
+                model = LinearProbe(_CURVE_HEAD).fit(x[tr], y[tr])
                 accs.append(float(np.mean(model.predict(x[te]) == y[te])))
         points.append(CurvePoint(n_labels=int(m), accuracy=float(np.mean(accs)), source="cv"))
     return points

@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 
+from labelwheel.head import NotEnoughLabels, Scaling, fit_codes
 from labelwheel.lead import _filters
-from labelwheel.lead._model import fit_probabilities
 from labelwheel.lead.coverage import cluster_pool, default_n_clusters
-from labelwheel.lead.pool import Pool
+from labelwheel.pool import Pool
 
 REASONS = ("anomaly", "uncovered cluster", "uncertain")
 VIEW_PREFIX = "labelwheel: next"
@@ -271,3 +271,17 @@ def write_plan_view(
     else:
         view = client.request("POST", "/api/dm/views", json=payload).json()
     return dict(view)
+
+
+def fit_probabilities(
+    x_train: np.ndarray, y_train: np.ndarray, x_pool: np.ndarray, n_classes: int
+) -> np.ndarray | None:
+    """The product's head trained on the labelled rows (standardised with the pool's statistics):
+    ``(len(x_pool), n_classes)`` probabilities, or None before two classes have labels."""
+    if x_pool.shape[0] == 0:
+        return None
+    try:
+        head = fit_codes(x_train, y_train, n_classes, scaling=Scaling.of(x_pool))
+    except NotEnoughLabels:
+        return None
+    return head.predict_proba(x_pool)

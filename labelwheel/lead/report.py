@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from labelwheel.lead.coverage import Coverage, analyse_coverage
-from labelwheel.lead.pool import Pool
+from labelwheel.pool import Pool
 
 
 @dataclass

@@ -11,8 +11,8 @@ from labelwheel.lead.forecast import (
     history_from_versions,
     learning_curve,
 )
-from labelwheel.lead.pool import Pool
 from labelwheel.lead.report import AcceptanceRow, acceptance_from_store, acceptance_from_tasks
+from labelwheel.pool import Pool
 
 HISTORY_CHOICES = ("auto", "versions", "cv")
 

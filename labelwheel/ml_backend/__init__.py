@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 from flask import Flask
 
 from labelwheel.ml_backend.config import ConfigError, Settings
+from labelwheel.ml_backend.link import LabelStudioLink
 from labelwheel.ml_backend.metrics import Metrics
-from labelwheel.ml_backend.model import LabelStudioLink, Model
+from labelwheel.ml_backend.model import Model
 from labelwheel.ml_backend.store import Store, Version
 from labelwheel.ml_backend.worker import Worker
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from labelwheel.backbone import DEFAULT_BACKBONE
+from labelwheel.features import DEFAULT_BACKBONE
 
 
 class ConfigError(ValueError):

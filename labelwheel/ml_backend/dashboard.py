@@ -195,25 +195,7 @@ def _float_arg(name: str, default: float | None, low: float, high: float) -> flo
 
 def _embedder(service: Any) -> Any:
     """Embed through the backend's model (its fetch policy and cache), if it runs here."""
-    if service is None:
-        return None
-
-    def embed(refs: list[str]) -> tuple[Any, list[int], list[tuple[str, str]]]:
-        import numpy as np
-
-        out = service.model.embed_refs(refs)
-        positions = [i for i, v in enumerate(out.vectors) if v is not None]
-        skipped = [
-            (refs[i], str(out.errors[i] or "unreadable"))
-            for i, v in enumerate(out.vectors)
-            if v is None
-        ]
-        if not positions:
-            return np.zeros((0, 0), dtype=np.float32), [], skipped
-        emb = np.stack([out.vectors[i] for i in positions]).astype(np.float32)
-        return emb, positions, skipped
-
-    return embed
+    return None if service is None else service.model.embed_refs
 
 
 def _analysis(project_id: int, refresh: bool = False) -> Analysis:
@@ -233,9 +215,9 @@ def _analysis(project_id: int, refresh: bool = False) -> Analysis:
 
 def _compute(project_id: int) -> Analysis:
     from labelwheel.lead.coverage import analyse_coverage
-    from labelwheel.lead.pool import default_cache_dir, load_project_pool
     from labelwheel.lead.report import build_report
     from labelwheel.lead.sources import acceptance_rows, accuracy_history
+    from labelwheel.pool import default_cache_dir, load_project_pool
 
     conf = _settings()
     client = _client()

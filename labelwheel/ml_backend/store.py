@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sqlite3
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -121,28 +119,6 @@ def version_name(number: int) -> str:
 def ref_key(ref: str) -> str:
     """Stable key of an image reference (URIs can be long: hash them)."""
     return hashlib.sha256(ref.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def atomic_write_bytes(path: Path, data: bytes, fsync: bool = True) -> None:
-    """Write ``data`` to ``path`` atomically: temp file in the same directory, fsync, rename.
-
-    ``fsync=False`` skips the flush to disk (for caches, whose readers validate and recompute).
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            if fsync:
-                os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 class Store:

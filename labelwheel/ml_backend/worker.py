@@ -19,7 +19,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from labelwheel.ml_backend.model import Model, NotEnoughLabels, TrainingError
+from labelwheel.head import NotEnoughLabels, TrainingError
+from labelwheel.ml_backend.model import Model
 from labelwheel.ml_backend.store import Store, Version
 
 log = logging.getLogger("labelwheel.ml_backend")

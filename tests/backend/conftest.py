@@ -41,7 +41,7 @@ def backbone() -> Any:
     """The real EfficientNet-Lite0 backbone at a small input size, loaded once per session."""
     import torch
 
-    from labelwheel.backbone import load_backbone
+    from labelwheel.features import load_backbone
 
     torch.set_num_threads(1)
     return load_backbone("efficientnet-lite0", IMAGE_SIZE, 32)

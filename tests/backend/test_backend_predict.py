@@ -22,10 +22,13 @@ class CountingBackbone:
         self.images = 0
         self.name, self.image_size, self.dim = inner.name, inner.image_size, inner.dim
 
-    def embed(self, images: list[Any]) -> Any:
+    def prepare(self, image: Any) -> Any:
+        return self.inner.prepare(image)
+
+    def forward(self, inputs: Any) -> Any:
         self.calls += 1
-        self.images += len(images)
-        return self.inner.embed(images)
+        self.images += len(inputs)
+        return self.inner.forward(inputs)
 
 
 def predict_body(refs: list[str | None], project: str = "1.1700000000", start: int = 1) -> dict:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from labelwheel.ml_backend.store import Store, atomic_write_bytes
+from labelwheel.fsio import atomic_write_bytes
+from labelwheel.ml_backend.store import Store
 
 
 def record(store: Store, ann_id: int, task_id: int, labels: list[str], **kw: object) -> int:

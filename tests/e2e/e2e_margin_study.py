@@ -34,8 +34,8 @@ def main() -> None:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from labelwheel.backbone import load_backbone
     from labelwheel.demo_data import write_demo_images
+    from labelwheel.features import load_backbone
     from labelwheel.selectors import select
 
     warnings.filterwarnings("ignore")

@@ -1,4 +1,4 @@
-"""labelwheel.ml_backend.images: safe fetching (real local HTTP servers) and safe decoding."""
+"""labelwheel.media: safe fetching (real local HTTP servers) and safe decoding."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from labelwheel.ml_backend.images import (
+from labelwheel.media import (
     ImageError,
     ImageFetcher,
     ImagePolicy,

@@ -16,7 +16,7 @@ from PIL import Image
 from labelwheel.label_config import image_classification_config, parse_classification_config
 from labelwheel.ls_api import LabelStudioClient, LabelStudioError, is_legacy_token
 from labelwheel.ls_local import LocalLabelStudio, free_port
-from labelwheel.ml_backend.images import ImageFetcher, ImagePolicy
+from labelwheel.media import ImageFetcher, ImagePolicy
 
 CONFIG = image_classification_config(["red", "green", "blue"])
 

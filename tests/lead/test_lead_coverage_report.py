@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 
 from labelwheel.lead.coverage import ClusterRow, Coverage, analyse_coverage, render_coverage_png
-from labelwheel.lead.pool import Pool
 from labelwheel.lead.report import (
     acceptance_from_tasks,
     build_report,
     class_balance,
     estimate_real_accuracy,
 )
+from labelwheel.pool import Pool
 
 
 def _half_labelled(digits, per_class: int = 15) -> tuple[Pool, np.ndarray]:

@@ -185,7 +185,7 @@ def test_history_and_acceptance_from_the_backend_store(
     """With MODEL_DIR, versions give the learning curve and the store gives acceptance."""
     import numpy as np
 
-    from labelwheel.lead._model import make_classifier
+    from labelwheel.head import LinearProbe
     from labelwheel.ml_backend.store import Store
 
     pid = project["id"]
@@ -195,7 +195,7 @@ def test_history_and_acceptance_from_the_backend_store(
     test = order[1400:]
     for number, n in enumerate((20, 40, 80, 160, 320), start=1):
         idx = order[:n]
-        acc = float(np.mean(make_classifier().fit(x[idx], y[idx]).predict(x[test]) == y[test]))
+        acc = float(np.mean(LinearProbe().fit(x[idx], y[idx]).predict(x[test]) == y[test]))
         store.add_version(pid, number, n, acc, {"cv_accuracy": acc}, f"v{number}.joblib")
     for i, feedback in enumerate(["approval", "approval", "correction"]):
         store.record_annotation(

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.model_selection import train_test_split
 
-from labelwheel.lead._model import make_classifier
+from labelwheel.head import LinearProbe
 from labelwheel.lead.forecast import (
     CurvePoint,
     fit_power_law,
@@ -25,7 +25,7 @@ def _real_curve(digits: tuple[np.ndarray, np.ndarray], sizes: list[int]) -> dict
     xtr, xte, ytr, yte = train_test_split(x, y, test_size=400, stratify=y, random_state=0)
     order = np.random.default_rng(0).permutation(len(ytr))
     return {
-        m: float(np.mean(make_classifier().fit(xtr[order[:m]], ytr[order[:m]]).predict(xte) == yte))
+        m: float(np.mean(LinearProbe().fit(xtr[order[:m]], ytr[order[:m]]).predict(xte) == yte))
         for m in sizes
     }
 

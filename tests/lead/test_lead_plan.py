@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from labelwheel.lead.plan import make_plan, view_payload
-from labelwheel.lead.pool import Pool
+from labelwheel.pool import Pool
 
 
 def _pool(digits, labelled_classes=range(5), per_class=10, n=600) -> Pool:

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from labelwheel.lead.pool import EmbeddingCache, Pool, load_folder_pool
+from labelwheel.features import EmbeddingCache
+from labelwheel.pool import Pool, load_folder_pool
 
 torch.set_num_threads(1)
 SIZE = 32  # small backbone input: fast on two cores

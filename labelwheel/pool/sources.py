@@ -1,109 +1,47 @@
-"""A project's pool: its items, their embeddings and the labels that exist so far.
-
-Two sources:
+"""Where a pool comes from: a Label Studio project or a folder of images.
 
 * a Label Studio project (:func:`load_project_pool`): tasks through the REST API, labels from
-  their (non-cancelled) annotations, images fetched with the client's credentials;
+  their (non-cancelled) annotations, images read through the media layer with the client's
+  credentials (the same fetch policy as the ML backend: local-files root and host allowlist from
+  the same environment variables);
 * a folder of images (:func:`load_folder_pool`) for a lead who has not imported anything yet:
   labels from a ``labels.csv`` (``filename,label``) or from sub-folder names, optional.
 
-Embeddings come from the same pretrained backbone as the ML backend and are cached on disk per
-image content hash and backbone, so an image is embedded once.
+Embeddings come from :class:`labelwheel.features.Embedder`: the backbone the ML backend uses,
+cached on disk per image content, so an image is embedded once.
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import hashlib
 import os
-import sys
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from io import BytesIO
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
+
+from labelwheel.features import Embedded, Embedder
+from labelwheel.media import ImageError, ImageFetcher, ImagePolicy, read_file
+from labelwheel.pool.core import Pool
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "default_cache_dir",
+    "embed_refs",
+    "get_project_or_fail",
+    "list_images",
+    "load_folder_pool",
+    "load_project_pool",
+    "project_reader",
+    "task_label_sets",
+]
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 UNLABELLED_FOLDERS = frozenset({"unlabelled", "unlabeled", "_unlabelled", "_unlabeled", "pool"})
 MAX_IMAGE_BYTES = 20 * 2**20
-MAX_PIXELS = 40_000_000
 
-
-@dataclass
-class Pool:
-    """Items of one project: ids, image references, embeddings and labels (None = unlabelled)."""
-
-    ids: np.ndarray
-    refs: list[str]
-    embeddings: np.ndarray
-    labels: list[str | None]
-    classes: tuple[str, ...]
-    source: str
-    project_id: int | None = None
-    multi_label: bool = False
-    label_sets: list[tuple[str, ...]] = field(default_factory=list)
-    tasks: list[dict[str, Any]] = field(default_factory=list)
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-    label_config: str | None = None
-
-    def __post_init__(self) -> None:
-        n = len(self.refs)
-        if self.embeddings.ndim != 2 or self.embeddings.shape[0] != n:
-            raise ValueError("embeddings must be an (n, d) array with one row per item")
-        if len(self.labels) != n or len(self.ids) != n:
-            raise ValueError("ids, refs, embeddings and labels must have the same length")
-        if not self.label_sets:
-            self.label_sets = [(lab,) if lab is not None else () for lab in self.labels]
-
-    @classmethod
-    def from_arrays(
-        cls,
-        embeddings: np.ndarray,
-        labels: Sequence[str | None],
-        *,
-        ids: Sequence[int] | None = None,
-        refs: Sequence[str] | None = None,
-        classes: Sequence[str] | None = None,
-        source: str = "arrays",
-    ) -> Pool:
-        """Build a pool from in-memory arrays (tests, notebooks, benchmarks)."""
-        n = len(labels)
-        found = sorted({lab for lab in labels if lab is not None})
-        return cls(
-            ids=np.asarray(ids if ids is not None else np.arange(1, n + 1), dtype=np.int64),
-            refs=list(refs) if refs is not None else [str(i) for i in range(1, n + 1)],
-            embeddings=np.asarray(embeddings, dtype=np.float32),
-            labels=list(labels),
-            classes=tuple(classes) if classes is not None else tuple(found),
-            source=source,
-        )
-
-    def __len__(self) -> int:
-        return len(self.refs)
-
-    @property
-    def labeled_mask(self) -> np.ndarray:
-        """Boolean mask of items that have a label."""
-        return np.array([lab is not None for lab in self.labels], dtype=bool)
-
-    @property
-    def n_labeled(self) -> int:
-        """Number of labelled items."""
-        return int(self.labeled_mask.sum())
-
-    def codes(self) -> np.ndarray:
-        """Class index per item in ``classes`` order; -1 for unlabelled items."""
-        index = {c: i for i, c in enumerate(self.classes)}
-        return np.array(
-            [index.get(lab, -1) if lab is not None else -1 for lab in self.labels], dtype=np.int64
-        )
-
-
-# --------------------------------------------------------------------------- embedding cache
+EmbedFn = Callable[[list[str]], Embedded]
 
 
 def default_cache_dir() -> Path:
@@ -117,50 +55,7 @@ def default_cache_dir() -> Path:
     return Path(base) / "labelwheel"
 
 
-class EmbeddingCache:
-    """Embeddings on disk, one ``.npy`` per (backbone, image size, image content hash)."""
-
-    def __init__(self, directory: Path | None, backbone: str, image_size: int) -> None:
-        # Same layout as the ML backend's cache: a MODEL_DIR can be shared.
-        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in backbone)
-        self.directory = (
-            Path(directory) / "embeddings" / f"{safe}-{image_size}" if directory else None
-        )
-
-    def get(self, digest: str) -> np.ndarray | None:
-        """The cached embedding for an image hash, or None."""
-        if self.directory is None:
-            return None
-        path = self.directory / digest[:2] / f"{digest}.npy"
-        try:
-            return np.load(path)
-        except (OSError, ValueError):
-            return None
-
-    def put(self, digest: str, vector: np.ndarray) -> None:
-        """Store one embedding (atomically: write then rename)."""
-        if self.directory is None:
-            return
-        folder = self.directory / digest[:2]
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".{digest}.{os.getpid()}.tmp.npy"
-        np.save(tmp, np.asarray(vector, dtype=np.float32))
-        os.replace(tmp, folder / f"{digest}.npy")
-
-
-def _decode(data: bytes) -> Image.Image:
-    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
-    try:
-        image = Image.open(BytesIO(data))
-        if image.width * image.height > MAX_PIXELS:
-            raise ValueError("image too large")
-        image.load()
-    except Exception as exc:  # PIL raises many kinds
-        raise ValueError(f"not a readable image ({type(exc).__name__})") from exc
-    return image.convert("RGB")
-
-
-def embed_items(
+def embed_refs(
     refs: Sequence[str],
     read: Callable[[str], bytes],
     *,
@@ -169,60 +64,36 @@ def embed_items(
     cache_dir: Path | None,
     progress: bool = False,
     batch_size: int = 32,
-    decode: Callable[[bytes], Image.Image] = _decode,
+) -> Embedded:
+    """Embed references with a fresh :class:`Embedder` (the backbone loads only if something
+    is not cached)."""
+    embedder = Embedder(backbone, image_size, batch_size, cache_root=cache_dir)
+    try:
+        return embedder.embed_refs(list(refs), read, progress=progress)
+    finally:
+        embedder.close()
+
+
+def _readable(
+    refs: Sequence[str], embedded: Embedded
 ) -> tuple[np.ndarray, list[int], list[tuple[str, str]]]:
-    """Embed every reference, reusing cached embeddings.
-
-    Returns ``(embeddings of the readable items, their positions in refs, [(ref, reason)] for
-    the unreadable ones)``. The backbone is loaded only if something is not cached.
-    """
-    from tqdm import tqdm
-
-    cache = EmbeddingCache(cache_dir, backbone, image_size)
-    vectors: dict[int, np.ndarray] = {}
-    skipped: list[tuple[str, str]] = []
-    todo: list[tuple[int, str, Image.Image]] = []
-    net: Any = None
-
-    def flush() -> None:
-        nonlocal net
-        if not todo:
-            return
-        if net is None:
-            from labelwheel.backbone import load_backbone
-
-            # The weights package prints a line on stdout: keep stdout clean for --json.
-            with contextlib.redirect_stdout(sys.stderr):
-                net = load_backbone(backbone, image_size=image_size, batch_size=batch_size)
-        out = net.embed([im for _, _, im in todo])
-        for (pos, digest, _), vec in zip(todo, out, strict=True):
-            vectors[pos] = vec
-            cache.put(digest, vec)
-        todo.clear()
-
-    bar = tqdm(total=len(refs), desc="embedding", unit="img", disable=not progress, file=sys.stderr)
-    with bar:
-        for pos, ref in enumerate(refs):
-            try:
-                data = read(ref)
-                digest = hashlib.sha256(data).hexdigest()
-                cached = cache.get(digest)
-                if cached is not None:
-                    vectors[pos] = cached
-                else:
-                    todo.append((pos, digest, decode(data)))
-            except Exception as exc:  # one bad image must not stop the pool
-                reason = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
-                skipped.append((ref, str(reason)))
-            if len(todo) >= batch_size:
-                flush()
-            bar.update(1)
-        flush()
-    positions = sorted(vectors)
+    """(embeddings of the readable items, their positions, [(ref, reason)] for the others)."""
+    positions = embedded.ok
+    skipped = [
+        (refs[i], _reason(embedded.errors[i]))
+        for i in range(len(refs))
+        if embedded.vectors[i] is None
+    ]
     if not positions:
         return np.zeros((0, 0), dtype=np.float32), [], skipped
-    emb = np.stack([vectors[p] for p in positions]).astype(np.float32)
-    return emb, positions, skipped
+    vectors = [embedded.vectors[i] for i in positions]
+    return np.stack([v for v in vectors if v is not None]).astype(np.float32), positions, skipped
+
+
+def _reason(error: str | None) -> str:
+    """The reason part of an :class:`Embedded` error ("image <ref>: <reason>")."""
+    text = error or "unreadable"
+    return text.split(": ", 1)[1] if text.startswith("image ") and ": " in text else text
 
 
 # --------------------------------------------------------------------------- folder of images
@@ -289,14 +160,15 @@ def load_folder_pool(
         )
     labels = _folder_labels(directory, files)
     refs = [f.relative_to(directory).as_posix() for f in files]
-    emb, positions, skipped = embed_items(
+    embedded = embed_refs(
         refs,
-        lambda ref: _read_local(directory / ref),
+        lambda ref: read_file(directory / ref, MAX_IMAGE_BYTES),
         backbone=backbone,
         image_size=image_size,
         cache_dir=cache_dir,
         progress=progress,
     )
+    emb, positions, skipped = _readable(refs, embedded)
     if not positions:
         raise ValueError(f"no readable images in {directory} ({len(skipped)} unreadable)")
     kept_labels = [labels[p] for p in positions]
@@ -309,13 +181,6 @@ def load_folder_pool(
         source=f"images in {directory}",
         skipped=skipped,
     )
-
-
-def _read_local(path: Path) -> bytes:
-    size = path.stat().st_size
-    if size > MAX_IMAGE_BYTES:
-        raise ValueError(f"too large ({size} bytes)")
-    return path.read_bytes()
 
 
 # --------------------------------------------------------------------------- Label Studio
@@ -337,11 +202,9 @@ def task_label_sets(task: dict[str, Any], config: Any) -> tuple[str, ...] | None
     return picked or None
 
 
-def _ls_reader(client: Any) -> Callable[[str], bytes]:
-    """Read a task's image reference the way the ML backend does: its image fetcher, with the
-    client's credentials, the same local-files root and host allowlist (env variables)."""
-    from labelwheel.ml_backend.images import ImageFetcher, ImagePolicy
-
+def project_reader(client: Any) -> Callable[[str], bytes]:
+    """Read a task's image reference the way the ML backend does: the media layer's fetcher
+    with the client's credentials, the same local-files root and host allowlist (env)."""
     root = os.environ.get("LABELWHEEL_LOCAL_FILES_ROOT") or os.environ.get(
         "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"
     )
@@ -354,7 +217,13 @@ def _ls_reader(client: Any) -> Callable[[str], bytes]:
         timeout=30.0,
     )
     fetcher = ImageFetcher(policy, client.auth_headers)
-    return fetcher.fetch_bytes
+
+    def read(ref: str) -> bytes:
+        if not ref:
+            raise ImageError("task has no image")
+        return fetcher.fetch_bytes(ref)
+
+    return read
 
 
 def load_project_pool(
@@ -367,7 +236,7 @@ def load_project_pool(
     progress: bool = False,
     tasks: Iterable[dict[str, Any]] | None = None,
     labeled_only: bool = False,
-    embed: Callable[[list[str]], tuple[np.ndarray, list[int], list[tuple[str, str]]]] | None = None,
+    embed: EmbedFn | None = None,
 ) -> Pool:
     """Load a Label Studio project's tasks, labels and embeddings.
 
@@ -397,16 +266,17 @@ def load_project_pool(
         ref = (task.get("data") or {}).get(config.data_key)
         refs.append(str(ref) if ref is not None else "")
     if embed is not None:
-        emb, positions, skipped = embed(refs)
+        embedded = embed(refs)
     else:
-        emb, positions, skipped = embed_items(
+        embedded = embed_refs(
             refs,
-            _missing_or(_ls_reader(client)),
+            project_reader(client),
             backbone=backbone,
             image_size=image_size,
             cache_dir=cache_dir,
             progress=progress,
         )
+    emb, positions, skipped = _readable(refs, embedded)
     if not positions:
         reasons = "; ".join(sorted({r for _, r in skipped}))[:300]
         raise ValueError(f"no readable images in project {project_id} ({reasons})")
@@ -426,15 +296,6 @@ def load_project_pool(
         skipped=skipped,
         label_config=project.get("label_config"),
     )
-
-
-def _missing_or(read: Callable[[str], bytes]) -> Callable[[str], bytes]:
-    def wrapped(ref: str) -> bytes:
-        if not ref:
-            raise ValueError("task has no image")
-        return read(ref)
-
-    return wrapped
 
 
 def get_project_or_fail(client: Any, project_id: int) -> dict[str, Any]:

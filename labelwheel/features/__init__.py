@@ -1,0 +1,36 @@
+"""Features: the pretrained backbone, the embedding cache and the one path from image to vector.
+
+- :func:`load_backbone` / :class:`Backbone` (:mod:`labelwheel.features.backbone`): the one
+  backbone loader;
+- :class:`EmbeddingCache` / :func:`content_hash` (:mod:`labelwheel.features.cache`): the one
+  embedding cache, by image content;
+- :class:`Embedder` (:mod:`labelwheel.features.embed`): references in, vectors out, with the
+  media layer's safety rules and bounded memory.
+
+Importing this package does not import torch (the backbone is loaded on first use).
+"""
+
+from __future__ import annotations
+
+from labelwheel.features.backbone import (
+    DEFAULT_BACKBONE,
+    DEFAULT_IMAGE_SIZE,
+    Backbone,
+    available_backbones,
+    load_backbone,
+)
+from labelwheel.features.cache import EmbeddingCache, content_hash
+from labelwheel.features.embed import Embedded, Embedder, short_ref
+
+__all__ = [
+    "DEFAULT_BACKBONE",
+    "DEFAULT_IMAGE_SIZE",
+    "Backbone",
+    "Embedded",
+    "Embedder",
+    "EmbeddingCache",
+    "available_backbones",
+    "content_hash",
+    "load_backbone",
+    "short_ref",
+]

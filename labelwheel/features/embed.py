@@ -1,0 +1,244 @@
+"""Image references in, embeddings out: fetch, decode, shrink, embed, cache, in bounded chunks.
+
+:class:`Embedder` is the one path from an image reference to its embedding, used by the ML
+backend, the data-lead tools and the demo alike:
+
+- an image is embedded once per backbone and input size: vectors are cached by the SHA-256 of
+  the image bytes (:class:`~labelwheel.features.cache.EmbeddingCache`), and a caller that knows
+  a reference's hash (``known``) does not even fetch it again;
+- memory does not grow with the number of references or their resolution: references are
+  processed in chunks of the backbone's batch size; each image is fetched, decoded (JPEGs at
+  reduced size where the format allows) and shrunk to the backbone's small input array by one
+  worker thread, and its bytes and full-size pixels are freed at once. At most
+  ``fetch_threads`` full-size images are alive at any moment;
+- per-image failures are reported in :attr:`Embedded.errors`, never raised.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from labelwheel.features.backbone import Backbone, load_backbone
+from labelwheel.features.cache import EmbeddingCache, content_hash
+from labelwheel.media import ImageError, decode_image
+
+__all__ = ["Embedded", "Embedder", "short_ref"]
+
+log = logging.getLogger("labelwheel.features")
+
+Reader = Callable[[str], bytes]
+"""Reads the bytes behind an image reference; raises ImageError (or anything) on failure."""
+
+
+@dataclass
+class Embedded:
+    """Outcome of embedding a list of image references (aligned with the input)."""
+
+    vectors: list[np.ndarray | None]
+    hashes: list[str | None]
+    errors: list[str | None]
+    new_hashes: dict[str, str] = field(default_factory=dict)  # ref -> hash learnt by fetching
+
+    @property
+    def ok(self) -> list[int]:
+        """Positions that have a vector."""
+        return [i for i, v in enumerate(self.vectors) if v is not None]
+
+
+def short_ref(ref: object, limit: int = 80) -> str:
+    """A reference shortened for logs (a ``data:`` URI shows only its header)."""
+    text = str(ref)
+    if text.startswith("data:"):
+        return text[: text.find(",") + 1] + "..." if "," in text else "data:..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class Embedder:
+    """Embeds images by reference with one backbone, loaded on first use (thread-safe)."""
+
+    def __init__(
+        self,
+        backbone: str,
+        image_size: int,
+        batch_size: int = 32,
+        *,
+        cache_root: Path | str | None = None,
+        max_pixels: int = 40_000_000,
+        loader: Callable[[], Backbone] | None = None,
+        fetch_threads: int = 8,
+    ) -> None:
+        if fetch_threads < 1:
+            raise ValueError(f"fetch_threads must be at least 1, got {fetch_threads}")
+        self.backbone_name = backbone
+        self.image_size = int(image_size)
+        self.batch_size = int(batch_size)
+        self.max_pixels = int(max_pixels)
+        self.cache = EmbeddingCache(cache_root, backbone, image_size)
+        self._loader = loader
+        self._backbone: Backbone | None = None
+        self._backbone_lock = threading.Lock()
+        self._forward_lock = threading.Lock()
+        self._fetch_threads = fetch_threads
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+        self.images_embedded = 0
+
+    # -- backbone -------------------------------------------------------------------------------
+
+    def backbone(self) -> Backbone:
+        """The backbone, loaded on first use (once per embedder)."""
+        if self._backbone is None:
+            with self._backbone_lock:
+                if self._backbone is None:
+                    if self._loader is not None:
+                        net = self._loader()
+                    else:
+                        # The weights package prints a line on stdout: keep stdout for output.
+                        with contextlib.redirect_stdout(sys.stderr):
+                            net = load_backbone(
+                                self.backbone_name, self.image_size, self.batch_size
+                            )
+                    log.info(
+                        "backbone %s loaded (%d px, %d dims)", net.name, net.image_size, net.dim
+                    )
+                    self._backbone = net
+        return self._backbone
+
+    @property
+    def backbone_loaded(self) -> bool:
+        """Whether the backbone has been loaded yet."""
+        return self._backbone is not None
+
+    def close(self) -> None:
+        """Stop the fetch threads."""
+        with self._pool_lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = None
+
+    def _executor(self) -> ThreadPoolExecutor:
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(
+                    max_workers=self._fetch_threads, thread_name_prefix="lw-fetch"
+                )
+            return self._pool
+
+    # -- embedding ------------------------------------------------------------------------------
+
+    def embed_images(self, images: Sequence[Any]) -> np.ndarray:
+        """One backbone call for a list of PIL images (serialised across threads)."""
+        net = self.backbone()
+        return self.forward(np.stack([net.prepare(im) for im in images]) if images else None)
+
+    def forward(self, inputs: np.ndarray | None) -> np.ndarray:
+        """Embed prepared backbone inputs (serialised across threads)."""
+        net = self.backbone()
+        if inputs is None or len(inputs) == 0:
+            return np.zeros((0, net.dim), dtype=np.float32)
+        with self._forward_lock:
+            out = net.forward(inputs)
+        self.images_embedded += len(inputs)
+        return out
+
+    def embed_refs(
+        self,
+        refs: Sequence[str | None],
+        read: Reader,
+        *,
+        known: Mapping[str, str] | None = None,
+        progress: bool = False,
+        desc: str = "embedding",
+    ) -> Embedded:
+        """Embed every reference; see the module doc. ``known`` maps references to the content
+        hashes learnt earlier (their cached vectors are used without fetching)."""
+        n = len(refs)
+        out = Embedded([None] * n, [None] * n, [None] * n)
+        known = known or {}
+        todo: list[int] = []
+        for i, ref in enumerate(refs):
+            if not isinstance(ref, str) or not ref:
+                out.errors[i] = "task has no image reference for the config's data key"
+                continue
+            sha = known.get(ref)
+            vec = self.cache.get(sha) if sha is not None else None
+            if vec is not None:
+                out.vectors[i], out.hashes[i] = vec, sha
+            else:
+                todo.append(i)
+        bar: Any = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=n, initial=n - len(todo), desc=desc, unit="img", file=sys.stderr)
+        try:
+            chunk = max(1, self.batch_size)
+            for start in range(0, len(todo), chunk):
+                self._embed_chunk(refs, todo[start : start + chunk], read, out)
+                if bar is not None:
+                    bar.update(len(todo[start : start + chunk]))
+        finally:
+            if bar is not None:
+                bar.close()
+        return out
+
+    def _embed_chunk(
+        self, refs: Sequence[str | None], positions: list[int], read: Reader, out: Embedded
+    ) -> None:
+        results = list(self._executor().map(lambda i: self._prepare(str(refs[i]), read), positions))
+        inputs: dict[str, np.ndarray] = {}
+        waiting: dict[str, list[int]] = {}
+        for i, (sha, item, err) in zip(positions, results, strict=True):
+            ref = str(refs[i])
+            if err is not None:
+                out.errors[i] = err
+                continue
+            assert sha is not None and item is not None
+            out.hashes[i] = sha
+            out.new_hashes[ref] = sha
+            if item.ndim == 1:  # already cached under this content
+                out.vectors[i] = item
+                continue
+            inputs.setdefault(sha, item)
+            waiting.setdefault(sha, []).append(i)
+        if not inputs:
+            return
+        order = list(inputs)
+        vectors = self.forward(np.stack([inputs.pop(sha) for sha in order]))
+        for sha, vec in zip(order, vectors, strict=True):
+            vec = np.ascontiguousarray(vec)
+            self.cache.put(sha, vec)
+            for i in waiting[sha]:
+                out.vectors[i] = vec
+
+    def _prepare(self, ref: str, read: Reader) -> tuple[str | None, np.ndarray | None, str | None]:
+        """(hash, cached vector or prepared input, error) for one reference; the image's bytes
+        and pixels live only inside this call."""
+        try:
+            data = read(ref)
+        except ImageError as exc:
+            return None, None, f"image {short_ref(ref)}: {exc.reason}"
+        except Exception as exc:  # network library surprises: report, don't fail the batch
+            return None, None, f"image {short_ref(ref)}: fetch failed ({exc.__class__.__name__})"
+        sha = content_hash(data)
+        vec = self.cache.get(sha)
+        if vec is not None:
+            return sha, vec, None
+        try:
+            image = decode_image(data, self.max_pixels, min_size=self.image_size)
+            del data
+            return sha, self.backbone().prepare(image), None
+        except ImageError as exc:
+            return None, None, f"image {short_ref(ref)}: {exc.reason}"
+        except Exception as exc:  # a decoder bug must not fail the batch
+            return None, None, f"image {short_ref(ref)}: cannot decode ({exc.__class__.__name__})"

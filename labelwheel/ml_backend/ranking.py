@@ -1,0 +1,231 @@
+"""Ranking orchestration: a project's queue positions, computed over its whole pool and cached.
+
+The pool is the project's unlabelled tasks as Label Studio lists them plus the annotated images
+the store holds; :func:`labelwheel.pool.queue_order` orders it. The ranking is cached per project
+and model version and recomputed when the version changes or tasks appear. The statistics of the
+pool's embeddings (:class:`~labelwheel.head.Scaling`) are kept beside it (in memory and in
+``MODEL_DIR/projects/<id>/scaling.npz``) so that training standardises as ranking does, also after
+a restart.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from labelwheel.fsio import atomic_write_bytes
+from labelwheel.head import Head, Scaling
+from labelwheel.pool import queue_order
+
+if TYPE_CHECKING:  # pragma: no cover
+    from labelwheel.label_config import ClassificationConfig
+    from labelwheel.ml_backend.config import Settings
+    from labelwheel.ml_backend.link import LabelStudioLink
+    from labelwheel.ml_backend.store import Store
+
+log = logging.getLogger("labelwheel.ml_backend")
+
+EmbedFn = Callable[[Sequence[str | None]], Any]  # refs -> labelwheel.features.Embedded
+CurrentFn = Callable[[int], tuple[str, Head | None]]
+
+
+@dataclass
+class PoolRanking:
+    """Scores of a project's unlabelled pool under one model version."""
+
+    version: str
+    epoch: int
+    scores: dict[int, float]
+    strategy: str
+    source: str  # "pool" (Label Studio's task list) or "batch"
+    computed: float
+    pool_size: int
+
+
+def task_ref(task: dict[str, Any], data_key: str) -> str | None:
+    """The image reference of a task under a config's data key, or None."""
+    data = task.get("data")
+    if not isinstance(data, dict):
+        return None
+    ref = data.get(data_key)
+    return ref if isinstance(ref, str) and ref else None
+
+
+def _unlabelled(tasks: list[Any], labelled: set[int]) -> list[dict[str, Any]]:
+    return [
+        t
+        for t in tasks
+        if isinstance(t, dict)
+        and isinstance(t.get("id"), int)
+        and t["id"] not in labelled
+        and not t.get("total_annotations")
+        and not t.get("cancelled_annotations")
+        and not t.get("is_labeled")
+    ]
+
+
+class Rankings:
+    """Per-project pool rankings and pool statistics (thread-safe)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        link: LabelStudioLink,
+        embed: EmbedFn,
+        current: CurrentFn,
+        cached_vector: Callable[[str], np.ndarray | None],
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.link = link
+        self._embed = embed
+        self._current = current
+        self._cached_vector = cached_vector
+        self._rankings: dict[int, PoolRanking] = {}
+        self._epochs: dict[int, int] = {}
+        self._scalings: dict[int, Scaling] = {}
+        self._lock = threading.Lock()
+        self._compute_lock = threading.Lock()
+
+    # -- pool statistics ----------------------------------------------------------------------
+
+    def _scaling_path(self, project_id: int) -> Path:
+        return self.settings.model_dir / "projects" / str(project_id) / "scaling.npz"
+
+    def scaling(self, project_id: int) -> Scaling | None:
+        """The statistics of the project's pool at its last ranking, if any."""
+        with self._lock:
+            if project_id in self._scalings:
+                return self._scalings[project_id]
+        try:
+            with np.load(self._scaling_path(project_id), allow_pickle=False) as npz:
+                found = Scaling(npz["mean"].astype(np.float32), npz["scale"].astype(np.float32))
+        except (OSError, ValueError, KeyError):
+            return None
+        with self._lock:
+            self._scalings.setdefault(project_id, found)
+        return found
+
+    def _remember_scaling(self, project_id: int, scaling: Scaling) -> None:
+        with self._lock:
+            self._scalings[project_id] = scaling
+        buf = io.BytesIO()
+        np.savez(buf, mean=scaling.mean, scale=scaling.scale)
+        try:
+            atomic_write_bytes(self._scaling_path(project_id), buf.getvalue())
+        except OSError as exc:  # pragma: no cover - disk full: training falls back to labels
+            log.warning("project %d: cannot save the pool statistics (%s)", project_id, exc)
+
+    # -- cache --------------------------------------------------------------------------------
+
+    def invalidate(self, project_id: int) -> None:
+        """Forget the cached pool ranking of a project (new tasks, new version)."""
+        with self._lock:
+            self._epochs[project_id] = self._epochs.get(project_id, 0) + 1
+            self._rankings.pop(project_id, None)
+
+    def cached(self, project_id: int) -> PoolRanking | None:
+        """The cached pool ranking if it is still valid."""
+        version = self._current(project_id)[0]
+        with self._lock:
+            ranking = self._rankings.get(project_id)
+            epoch = self._epochs.get(project_id, 0)
+        if ranking is not None and ranking.version == version and ranking.epoch == epoch:
+            return ranking
+        return None
+
+    # -- ranking ------------------------------------------------------------------------------
+
+    def rank_pool(self, project_id: int, config: ClassificationConfig) -> PoolRanking | None:
+        """Rank the project's unlabelled pool (fetched from Label Studio); cached per version.
+
+        Returns None when Label Studio is not reachable (no URL/key, or an API error).
+        """
+        cached = self.cached(project_id)
+        if cached is not None:
+            return cached
+        with self._compute_lock:
+            cached = self.cached(project_id)
+            if cached is not None:
+                return cached
+            with self._lock:
+                epoch = self._epochs.get(project_id, 0)
+            client = self.link.client()
+            if client is None:
+                return None
+            try:
+                tasks = list(client.iter_tasks(project_id, page_size=500))
+            except Exception as exc:
+                log.warning("project %d: cannot fetch the task pool (%s)", project_id, exc)
+                return None
+            pool = _unlabelled(tasks, self.store.labelled_task_ids(project_id))
+            embedded = self._embed([task_ref(t, config.data_key) for t in pool])
+            ids = [int(t["id"]) for t in pool]
+            version, _ = self._current(project_id)
+            ranking = self._rank(project_id, ids, embedded.vectors, "pool", remember=True)
+            ranking.version, ranking.epoch = version, epoch
+            with self._lock:
+                if self._epochs.get(project_id, 0) == epoch:
+                    self._rankings[project_id] = ranking
+            return ranking
+
+    def rank_batch(
+        self, project_id: int, task_ids: list[int], vectors: list[np.ndarray | None]
+    ) -> PoolRanking:
+        """Fallback: rank the tasks of one request among themselves."""
+        ranking = self._rank(project_id, task_ids, vectors, "batch", remember=False)
+        ranking.version = self._current(project_id)[0]
+        return ranking
+
+    def _labelled_embeddings(self, project_id: int) -> np.ndarray | None:
+        refs = [a.image_ref for a in self.store.training_set(project_id) if a.image_ref]
+        hashes = self.store.image_hashes(refs)
+        # In training-set order (annotation id), not the store's: the selectors' clustering
+        # depends on row order, and the same labels must give the same ranking.
+        found = (self._cached_vector(hashes[r]) for r in refs if r in hashes)
+        vecs = [v for v in found if v is not None]
+        return np.vstack(vecs).astype(np.float32) if vecs else None
+
+    def _rank(
+        self,
+        project_id: int,
+        task_ids: list[int],
+        vectors: list[np.ndarray | None],
+        source: str,
+        remember: bool,
+    ) -> PoolRanking:
+        """Scores rank/pool_size for ``task_ids``; tasks without an embedding rank last."""
+        pool_size = len(task_ids)
+        ok = [i for i, v in enumerate(vectors) if v is not None]
+        _, head = self._current(project_id)
+        strategy = self.settings.strategy if head is not None else "typiclust"
+        order: list[int] = []
+        if ok:
+            unl = np.vstack([v for v in vectors if v is not None]).astype(np.float32)
+            lab = self._labelled_embeddings(project_id)
+            if remember:
+                self._remember_scaling(
+                    project_id, Scaling.of(unl if lab is None else np.vstack([unl, lab]))
+                )
+            queue = queue_order(
+                unl,
+                lab,
+                strategy=self.settings.strategy,
+                head=head,
+                depth=self.settings.rank_depth,
+                first_batch=self.settings.retrain_every or 10,
+            )
+            strategy = queue.strategy
+            order = [ok[p] for p in queue.order]
+        order.extend(i for i in range(pool_size) if vectors[i] is None)
+        scores = {task_ids[i]: rank / max(pool_size, 1) for rank, i in enumerate(order)}
+        return PoolRanking("", 0, scores, strategy, source, time.time(), pool_size)

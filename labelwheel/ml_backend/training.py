@@ -1,0 +1,100 @@
+"""The training process: the head is fitted in a separate, lower-priority process.
+
+The fit is CPU-bound Python and BLAS work: in the server process it would hold the GIL and the
+cores that request threads need, and webhook acknowledgements would wait behind it.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+import numpy as np
+
+from labelwheel.head import Head, Scaling, TrainingError, train_head
+
+__all__ = ["FitProcess", "fit_process_init"]
+
+
+def fit_process_init() -> None:
+    """Set up a training process: lower CPU priority and one BLAS thread, so that it does not
+    starve the request threads; exit as soon as the backend process is gone (even after a
+    ``kill -9``), leaving no orphan."""
+    try:
+        os.nice(10)
+    except OSError:  # pragma: no cover - not permitted
+        pass
+    try:  # one BLAS thread: the other cores stay free for the request threads
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)
+    except ImportError:  # pragma: no cover - scikit-learn depends on it
+        pass
+    parent = os.getppid()
+
+    def watch_parent() -> None:
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent:
+                os._exit(0)
+
+    threading.Thread(target=watch_parent, name="lw-parent-watch", daemon=True).start()
+
+
+class FitProcess:
+    """One long-lived training process, started on first use, restarted if it dies."""
+
+    def __init__(self) -> None:
+        self._pool: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def fit(
+        self,
+        x: np.ndarray,
+        label_sets: Sequence[Sequence[str]],
+        labels: Sequence[str],
+        multi_label: bool,
+        scaling: Scaling | None = None,
+    ) -> tuple[Head, dict[str, Any]]:
+        """:func:`labelwheel.head.train_head` in the training process."""
+        with self._lock:
+            if self._pool is None:
+                self._pool = ProcessPoolExecutor(
+                    max_workers=1,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=fit_process_init,
+                )
+            pool = self._pool
+        future = pool.submit(
+            _train, x, [list(s) for s in label_sets], tuple(labels), multi_label, scaling
+        )
+        try:
+            return future.result()
+        except BrokenProcessPool as exc:
+            with self._lock:
+                if self._pool is pool:
+                    self._pool = None
+            raise TrainingError("the training process died") from exc
+
+    def close(self) -> None:
+        """Stop the training process."""
+        with self._lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = None
+
+
+def _train(
+    x: np.ndarray,
+    label_sets: list[list[str]],
+    labels: tuple[str, ...],
+    multi_label: bool,
+    scaling: Scaling | None,
+) -> tuple[Head, dict[str, Any]]:
+    return train_head(x, label_sets, labels, multi_label, scaling=scaling)
