@@ -1,7 +1,7 @@
 """The labelling queue of a pool: every unlabelled item in the order annotators should see it.
 
-The configured selector ranks the pool's unlabelled embeddings (standardised with the pool's own
-statistics, as the simulator does) against the labelled ones, in two stages:
+The configured selector ranks the pool's unlabelled embeddings against the labelled ones (in the
+backbone's own embedding space; the head standardises with the pool's statistics), in two stages:
 
 1. the first ``first_batch`` items are what ``select(first_batch)`` picks: the batch annotators
    label before the next retrain, chosen as a batch (for TypiClust, one typical item from each
@@ -21,8 +21,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
-from labelwheel.head import Scaling
 
 __all__ = ["COLD_START_STRATEGY", "QueueOrder", "queue_order"]
 
@@ -103,7 +101,7 @@ def queue_order(
     mask = np.zeros(len(emb), dtype=bool)
     mask[n:] = True
     probs = head.predict_proba(emb) if head is not None else None
-    space = Scaling.of(emb).apply(emb)
+    space = emb
     used = strategy if head is not None else COLD_START_STRATEGY
     k = min(n, depth)
     picks = _staged(used, k, first_batch, space, probs, mask)
