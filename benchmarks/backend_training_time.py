@@ -41,23 +41,18 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=10)
     args = parser.parse_args()
 
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    from labelwheel.ml_backend.model import _fit_process_init, fit_head
+    from labelwheel.ml_backend.training import FitProcess
 
     rows = []
     labels = [f"c{i}" for i in range(args.classes)]
-    # the same kind of process the backend fits in: spawned, niced, one BLAS thread
-    pool = ProcessPoolExecutor(
-        1, mp_context=multiprocessing.get_context("spawn"), initializer=_fit_process_init
-    )
+    # the backend's own training process: spawned, niced, one BLAS thread
+    fitter = FitProcess()
     x, y = clustered(60, args.dim, args.classes, seed=1)
-    pool.submit(fit_head, x, y, labels, False).result()  # warm-up: process start, imports
+    fitter.fit(x, y, labels, False)  # warm-up: process start, imports
     for n in args.sizes:
         x, y = clustered(n, args.dim, args.classes, seed=n)
         started = time.perf_counter()
-        head, metrics = pool.submit(fit_head, x, y, labels, False).result()
+        head, metrics = fitter.fit(x, y, labels, False)
         seconds = time.perf_counter() - started
         t0 = time.perf_counter()
         head.predict_proba(x[:1000])
@@ -84,7 +79,7 @@ def main() -> None:
         "cpu_count": os.cpu_count(),
         "load_average_1m": round(os.getloadavg()[0], 2),
     }
-    pool.shutdown()
+    fitter.close()
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "backend_training_time.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

@@ -54,9 +54,7 @@ def test_simulator_accuracy_equals_backend_head(split, backend_model, strategy, 
 
     labels = tuple(str(c) for c in range(10))
     label_sets = [[str(int(y_pool[i]))] for i in picked]
-    head, metrics = backend_model.fit(
-        x_pool[picked], label_sets, labels, False, Scaling.of(x_pool)
-    )
+    head, metrics = backend_model.fit(x_pool[picked], label_sets, labels, False, Scaling.of(x_pool))
     served = head.accuracy(x_test, y_test)
     assert served == simulated
     assert metrics["n_labels"] == budget
@@ -70,7 +68,7 @@ def test_simulator_accuracy_equals_backend_head(split, backend_model, strategy, 
 
 def test_backend_head_differs_from_a_mismatched_one(split, backend_model) -> None:
     """The parity above is not vacuous: another standardisation gives another accuracy."""
-    x_pool, x_test, y_pool, y_test = split
+    x_pool, x_test, y_pool, _ = split
     picked = list(range(0, 300, 7))
     labels = tuple(str(c) for c in range(10))
     label_sets = [[str(int(y_pool[i]))] for i in picked]
