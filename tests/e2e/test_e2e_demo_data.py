@@ -13,7 +13,9 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from labelwheel.demo import DemoError, DemoState, _is_ours, _record, down_command, up_command
+from labelwheel.demo import DemoError, DemoState
+from labelwheel.demo.cli import down_command, up_command
+from labelwheel.demo.state import _is_ours, _record
 from labelwheel.demo_data import (
     DEMO_LABELS,
     image_data_uris,
