@@ -1,68 +1,100 @@
-"""Safe image fetching: every source a task's image reference can name.
+"""Safe image fetching: every source a task's image reference can name, and where credentials go.
 
 A task's image reference can be:
 
-- a Label Studio path (``/data/upload/3/ab12-cat.png``) or any other relative URL: fetched from
-  the Label Studio URL with the backend's API credentials;
 - a ``data:`` URI (base64 or percent-encoded);
-- a Label Studio local file (``/data/local-files/?d=photos/cat.png``): read from disk, only below
-  the configured root; ``..``, absolute paths and symlinks that lead outside the root are refused;
-- an absolute ``http(s)`` URL: only on the Label Studio host itself (sent with credentials) or on a
-  host of the allowlist (sent without them). Redirects are followed (at most 3) only to allowed
-  hosts. Everything else (other hosts, ``file:``, ``s3:`` ...) is refused: no server-side request
-  forgery.
+- a Label Studio local file (``/data/local-files/?d=photos/cat.png``, relative or on the Label
+  Studio origin): read from disk, only below the configured root, never over HTTP; ``..``,
+  absolute paths and symlinks that lead outside the root are refused; no root = refused;
+- a relative URL (``/data/upload/3/ab12-cat.png``): joined to the Label Studio URL;
+- an absolute ``http(s)`` URL on the Label Studio origin (scheme, host and port equal to the
+  Label Studio URL's) or on a host of the allowlist (``host`` or ``host:port``).
+  Everything else (other hosts, ``file:``, ``s3:`` ...) is refused: no server-side request forgery.
 
-Downloads are streamed and aborted past ``max_bytes`` or the ``timeout`` (for the whole download).
-Every failure is an :class:`~labelwheel.media.errors.ImageError` with a short ``reason`` that can
-be logged.
+Credentials (Label Studio's ``Authorization`` header) are sent only to the Label Studio origin and
+only on its media paths (below the Label Studio URL's own path, if it has one):
+``/data/upload/...``, ``/storage-data/uploaded/?filepath=...``,
+``/tasks/<id>/resolve/?fileuri=...`` and ``/presign/`` (also the ``/projects/<id>/`` forms),
+``/projects/<id>/file-proxy/?url=...`` and ``/data/local-files/?d=...`` (over HTTP only as a
+redirect target: a reference of that form is read from disk). A reference on the Label Studio
+origin with any other path (``/api/...``, ``/user/...``, a path with ``.``/``..`` segments or
+encoded ``/``, ``\\`` or ``.``) is refused rather than fetched without credentials: an image
+fetch has no business anywhere else on Label Studio (its pages answer a login redirect or 401
+anyway), and refusing keeps "which paths get the token" one simple rule. Allow-listed hosts
+never get credentials.
+
+URLs are parsed once, strictly (:func:`labelwheel.media.transport.parse_http_url`: no backslashes,
+userinfo, control characters or anything two URL parsers read differently) and the checked URL is
+exactly what is connected to and sent.
+
+Redirects (at most 3) are checked hop by hop: a hop to the Label Studio origin is allowed (with
+credentials, media paths only) only while the whole chain has stayed on that origin, so a redirect
+from a foreign host back to Label Studio is refused; a hop off the origin never carries
+credentials and goes only to an allow-listed host, except the hop right after Label Studio's own
+``/tasks/<id>/resolve/`` or ``/presign/`` endpoint, which may go to any http(s) host (that is how
+Label Studio hands out presigned cloud-storage URLs: the storage's credentials stay in Label
+Studio, the signature is in the URL).
+
+One total deadline (``timeout``) covers each fetch: waiting for a connection slot, name
+resolution, connecting, TLS, headers, body and every redirect; a server that trickles bytes is cut
+off at the deadline. At most ``max_per_host`` fetches run at once against one host (others wait
+for a slot, within their deadline), so a slow host holds a bounded number of connections and
+fetches to other hosts never queue behind it. Downloads stop past ``max_bytes``. Every failure is an
+:class:`~labelwheel.media.errors.ImageError` with a short ``reason`` that can be logged.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import re
 import threading
-import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import requests
 from PIL import Image
 
 from labelwheel.media.decode import decode_image
 from labelwheel.media.errors import ImageError
+from labelwheel.media.transport import Deadline, HttpURL, http_get, join_url, parse_http_url
 
 __all__ = ["ImageFetcher", "ImagePolicy"]
 
 _MAX_REDIRECTS = 3
-_CHUNK = 64 * 1024
 _LOCAL_FILES_PATH = "/data/local-files"
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
+# Label Studio's media paths (below its base path): the only paths that get credentials, each
+# with the query parameter it needs (the same list as labelwheel.media.storage.ls_media_kind)
+_MEDIA_PATHS: tuple[tuple[re.Pattern[str], str | None], ...] = (
+    (re.compile(r"/data/upload/.+"), None),
+    (re.compile(r"/data/local-files/?"), "d"),
+    (re.compile(r"/storage-data/uploaded/?"), "filepath"),
+    (re.compile(r"/(?:tasks|projects)/\d{1,18}/(?:resolve|presign)/?"), "fileuri"),
+    (re.compile(r"/projects/\d{1,18}/file-proxy/?"), "url"),
+)
+# Label Studio's resolve endpoints: their redirect is a presigned storage URL on any host
+_RESOLVER_PATH = re.compile(r"/(?:tasks|projects)/\d{1,18}/(?:resolve|presign)/?")
 
 
 @dataclass(frozen=True)
 class ImagePolicy:
-    """Where images may come from and how large they may be."""
+    """Where images may come from, how large they may be, and how long a fetch may take."""
 
     ls_url: str | None
     local_files_root: Path | None
     allowed_hosts: frozenset[str] = field(default_factory=frozenset)
     max_bytes: int = 20 * 2**20
-    timeout: float = 10.0
+    timeout: float = 10.0  # one total deadline per fetch, redirects included
     max_pixels: int = 40_000_000
+    max_per_host: int = 4  # concurrent fetches against one host
 
-
-def _origin(url: str) -> tuple[str, str, int] | None:
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return None
-    try:
-        port = parts.port
-    except ValueError:
-        return None
-    default = 443 if parts.scheme == "https" else 80
-    return (parts.scheme, parts.hostname.lower(), port or default)
+    def __post_init__(self) -> None:
+        if self.max_per_host < 1:
+            raise ValueError(f"max_per_host must be at least 1, got {self.max_per_host}")
+        if self.timeout <= 0:
+            raise ValueError(f"timeout must be positive, got {self.timeout}")
 
 
 class ImageFetcher:
@@ -73,9 +105,20 @@ class ImageFetcher:
     ) -> None:
         self.policy = policy
         self._auth_headers = auth_headers
-        self._ls_origin = _origin(policy.ls_url) if policy.ls_url else None
+        self._ls: HttpURL | None = None
+        self._ls_error: str | None = None
+        if policy.ls_url:
+            try:
+                self._ls = parse_http_url(policy.ls_url.strip().rstrip("/"))
+            except ImageError as exc:
+                self._ls_error = exc.detail or exc.reason
+            else:
+                if self._ls.query is not None:
+                    self._ls, self._ls_error = None, "it has a query"
+        self._ls_base = self._ls.path.rstrip("/") if self._ls is not None else ""
         self._allowed = frozenset(h.strip().lower() for h in policy.allowed_hosts if h.strip())
-        self._local = threading.local()
+        self._slots: dict[str, threading.BoundedSemaphore] = {}
+        self._slots_lock = threading.Lock()
 
     # -- public -----------------------------------------------------------------------------
 
@@ -86,21 +129,20 @@ class ImageFetcher:
         ref = ref.strip()
         if ref[:5].lower() == "data:":
             return self._data_uri(ref)
-        parts = urllib.parse.urlsplit(ref)
-        scheme = parts.scheme.lower()
-        if scheme and scheme not in ("http", "https"):
-            raise ImageError("unsupported URL scheme", scheme)
-        if not scheme and parts.netloc:  # //host/path
-            raise ImageError("unsupported URL", "scheme-relative URLs are not fetched")
-        is_ls = not scheme or (self._ls_origin is not None and _origin(ref) == self._ls_origin)
-        if is_ls and parts.path.rstrip("/") == _LOCAL_FILES_PATH:
-            return self._local_file(parts.query)
-        if not scheme:
-            if not self.policy.ls_url:
-                raise ImageError("relative URL but no Label Studio URL configured")
-            url = self.policy.ls_url.rstrip("/") + "/" + ref.lstrip("/")
+        scheme = _SCHEME.match(ref)
+        if scheme is not None:
+            if scheme.group(1).lower() not in ("http", "https"):
+                raise ImageError("unsupported URL scheme", scheme.group(1).lower()[:20])
+            url = parse_http_url(ref)
+            if self._is_ls(url) and self._ls_relative(url).rstrip("/") == _LOCAL_FILES_PATH:
+                return self._local_file(url.query or "")
             return self._http(url)
-        return self._http(ref)
+        if ref.startswith("//"):
+            raise ImageError("unsupported URL", "scheme-relative URLs are not fetched")
+        parts = urllib.parse.urlsplit(ref)
+        if "/" + parts.path.lstrip("/").rstrip("/") == _LOCAL_FILES_PATH:
+            return self._local_file(parts.query)
+        return self._http(self._ls_join(ref))
 
     def load(self, ref: str) -> Image.Image:
         """Fetch and safely decode ``ref`` into an RGB image; raises ImageError."""
@@ -162,91 +204,98 @@ class ImageFetcher:
             raise ImageError("too large", f"over {self.policy.max_bytes} bytes")
         return data
 
-    def _session(self) -> requests.Session:
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = requests.Session()
-            session.trust_env = False  # no proxies from the environment for internal fetches
-            self._local.session = session
-        return session
+    # -- Label Studio's origin and paths ----------------------------------------------------
 
-    def _check_host(self, url: str) -> bool:
-        """True if ``url`` is the Label Studio origin (send credentials), False if an allowed
-        foreign host; ImageError otherwise."""
-        origin = _origin(url)
-        if origin is None:
-            raise ImageError("unsupported URL", urllib.parse.urlsplit(url).scheme or url[:40])
-        if self._ls_origin is not None and origin == self._ls_origin:
-            return True
-        _scheme, host, port = origin
-        if host in self._allowed or f"{host}:{port}" in self._allowed:
+    def _ls_join(self, relative: str) -> HttpURL:
+        """A path relative to the Label Studio URL (``/data/upload/...``), parsed strictly."""
+        if self._ls is None:
+            if self._ls_error is not None:
+                raise ImageError("the Label Studio URL is not usable", self._ls_error)
+            raise ImageError("relative URL but no Label Studio URL configured")
+        return parse_http_url(f"{str(self._ls).rstrip('/')}/{relative.lstrip('/')}")
+
+    def _is_ls(self, url: HttpURL) -> bool:
+        return self._ls is not None and url.origin == self._ls.origin
+
+    def _ls_relative(self, url: HttpURL) -> str:
+        """``url``'s path below the Label Studio base path ("" if it is not below it)."""
+        if not self._ls_base:
+            return url.path
+        if url.path.startswith(self._ls_base + "/"):
+            return url.path[len(self._ls_base) :]
+        return ""
+
+    def _is_media(self, url: HttpURL) -> bool:
+        """True if ``url`` (on the Label Studio origin) is one of its media paths."""
+        path = self._ls_relative(url)
+        lowered = path.lower()
+        if "%2f" in lowered or "%5c" in lowered or "%2e" in lowered:
+            return False  # encoded slashes, backslashes or dots: never a media path
+        if any(seg in (".", "..") for seg in path.split("/")):
             return False
-        raise ImageError("host not allowed", host)
+        for pattern, key in _MEDIA_PATHS:
+            if pattern.fullmatch(path):
+                return key is None or bool(urllib.parse.parse_qs(url.query or "").get(key))
+        return False
 
-    def _http(self, url: str) -> bytes:
-        deadline = time.monotonic() + self.policy.timeout
-        for _ in range(_MAX_REDIRECTS + 1):
-            with_auth = self._check_host(url)
-            headers = {"Accept": "image/*,*/*;q=0.5"}
-            if with_auth and self._auth_headers is not None:
-                try:
-                    headers.update(self._auth_headers())
-                except Exception as exc:
-                    raise ImageError(
-                        "cannot authenticate to Label Studio", str(exc)[:200]
-                    ) from None
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise ImageError("timeout")
-            try:
-                resp = self._session().get(
-                    url, headers=headers, stream=True, timeout=remaining, allow_redirects=False
+    def _admit(self, url: HttpURL, hop: int, chain_on_ls: bool, after_resolver: bool) -> bool:
+        """Whether ``url`` may be fetched: True = with credentials, False = without; else
+        ImageError."""
+        if self._is_ls(url):
+            if not chain_on_ls:
+                raise ImageError(
+                    "redirect to a host not allowed", "back to Label Studio from another host"
                 )
-            except requests.Timeout:
-                raise ImageError("timeout") from None
-            except requests.RequestException as exc:
-                raise ImageError("unreachable", exc.__class__.__name__) from None
-            with resp:
-                if resp.is_redirect:
-                    location = resp.headers.get("Location", "")
-                    if not location:
-                        raise ImageError("bad redirect")
-                    url = urllib.parse.urljoin(url, location)
-                    try:
-                        self._check_host(url)
-                    except ImageError as exc:
-                        raise ImageError("redirect to a host not allowed", exc.detail) from None
-                    continue
-                if resp.status_code != 200:
-                    raise ImageError(f"HTTP {resp.status_code}")
-                return self._read_body(resp, deadline)
-        raise ImageError("too many redirects")
+            if not self._is_media(url):
+                reason = "not a Label Studio media path" if hop == 0 else "redirect not to media"
+                raise ImageError(reason, url.path[:80])
+            return True
+        if after_resolver:
+            return False  # Label Studio's presigned storage URL: any host, never credentials
+        if url.host in self._allowed or f"{url.host}:{url.port}" in self._allowed:
+            return False
+        raise ImageError(
+            "host not allowed" if hop == 0 else "redirect to a host not allowed", url.host
+        )
 
-    def _read_body(self, resp: requests.Response, deadline: float) -> bytes:
-        limit = self.policy.max_bytes
-        length = resp.headers.get("Content-Length")
-        if length is not None and length.isdigit() and int(length) > limit:
-            raise ImageError("too large", f"{length} bytes")
-        buf = bytearray()
-        raw = resp.raw
+    # -- HTTP -------------------------------------------------------------------------------
+
+    def _slot(self, host: str) -> threading.BoundedSemaphore:
+        with self._slots_lock:
+            slot = self._slots.get(host)
+            if slot is None:
+                slot = self._slots[host] = threading.BoundedSemaphore(self.policy.max_per_host)
+            return slot
+
+    def _credentials(self) -> dict[str, str]:
+        if self._auth_headers is None:
+            return {}
         try:
-            while True:
-                # read1: whatever has arrived (up to a chunk), so a trickling server cannot hold
-                # us past the deadline by sending a byte just before each socket timeout
-                chunk = raw.read1(_CHUNK, decode_content=True)
-                if not chunk:
-                    break
-                buf += chunk
-                if len(buf) > limit:
-                    raise ImageError("too large", f"over {limit} bytes")
-                if time.monotonic() > deadline:
-                    raise ImageError("timeout")
-        except ImageError:
-            raise
-        except Exception as exc:  # urllib3 / socket errors while streaming
-            if "timed out" in str(exc).lower() or isinstance(exc, TimeoutError):
-                raise ImageError("timeout") from None
-            raise ImageError("download failed", exc.__class__.__name__) from None
-        if not buf:
-            raise ImageError("empty image")
-        return bytes(buf)
+            return dict(self._auth_headers())
+        except Exception as exc:
+            raise ImageError("cannot authenticate to Label Studio", str(exc)[:200]) from None
+
+    def _http(self, url: HttpURL) -> bytes:
+        deadline = Deadline(self.policy.timeout)
+        chain_on_ls = True
+        after_resolver = False
+        for hop in range(_MAX_REDIRECTS + 1):
+            with_auth = self._admit(url, hop, chain_on_ls, after_resolver)
+            headers = {"Accept": "image/*,*/*;q=0.5", "User-Agent": "labelwheel"}
+            if with_auth:
+                headers.update(self._credentials())
+            slot = self._slot(url.host)
+            if not slot.acquire(timeout=max(0.0, deadline.remaining())):
+                raise ImageError("timeout", f"all connections to {url.host} busy")
+            try:
+                reply = http_get(url, headers, deadline, self.policy.max_bytes)
+            finally:
+                slot.release()
+            if reply.location is None:
+                if reply.status != 200:
+                    raise ImageError(f"HTTP {reply.status}")
+                return reply.body
+            after_resolver = with_auth and bool(_RESOLVER_PATH.fullmatch(self._ls_relative(url)))
+            chain_on_ls = chain_on_ls and self._is_ls(url)
+            url = join_url(url, reply.location)
+        raise ImageError("too many redirects")

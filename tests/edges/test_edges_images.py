@@ -60,7 +60,7 @@ class _Server:
             def do_GET(self) -> None:
                 server.requests.append((self.path, dict(self.headers)))
                 path = urllib.parse.urlsplit(self.path).path
-                if path == "/slow":
+                if path == "/data/upload/slow":
                     self.send_response(200)
                     self.end_headers()
                     for _ in range(50):
@@ -71,7 +71,7 @@ class _Server:
                             return
                         time.sleep(0.1)
                     return
-                if path == "/endless":  # no Content-Length, streams past any limit
+                if path == "/data/upload/endless":  # no Content-Length, streams past any limit
                     self.send_response(200)
                     self.end_headers()
                     try:
@@ -80,7 +80,10 @@ class _Server:
                     except OSError:
                         pass
                     return
-                if path == "/private.png" and self.headers.get("Authorization") != "Token abc123":
+                if (
+                    path == "/data/upload/private.png"
+                    and self.headers.get("Authorization") != "Token abc123"
+                ):
                     self.send_response(401)
                     self.send_header("Content-Length", "0")
                     self.end_headers()
@@ -144,12 +147,13 @@ def fetcher(
 def test_ls_upload_path_is_fetched_with_auth(ls_server: _Server) -> None:
     data = png_bytes()
     ls_server.routes["/data/upload/3/abc-cat.png"] = (200, {"Content-Type": "image/png"}, data)
-    ls_server.routes["/private.png"] = (200, {}, data)
+    ls_server.routes["/data/upload/private.png"] = (200, {}, data)
     f = fetcher(ls_server)
     assert f.fetch_bytes("/data/upload/3/abc-cat.png") == data
     assert ls_server.requests[-1][1].get("Authorization") == "Token abc123"
-    assert f.fetch_bytes("private.png") == data  # relative without leading slash
-    assert f.fetch_bytes(f"{ls_server.url}/private.png") == data  # absolute on the LS host
+    assert f.fetch_bytes("data/upload/private.png") == data  # relative without leading slash
+    # absolute on the LS host
+    assert f.fetch_bytes(f"{ls_server.url}/data/upload/private.png") == data
     img = f.load("/data/upload/3/abc-cat.png")
     assert img.mode == "RGB" and img.size == (8, 6)
 
@@ -160,9 +164,9 @@ def test_http_errors_are_reasons(ls_server: _Server) -> None:
         f.fetch_bytes("/data/upload/1/missing.png")
     assert e.value.reason == "HTTP 404"
     no_auth = ImageFetcher(ImagePolicy(ls_server.url, None, frozenset()), None)
-    ls_server.routes["/private.png"] = (200, {}, png_bytes())
+    ls_server.routes["/data/upload/private.png"] = (200, {}, png_bytes())
     with pytest.raises(ImageError, match="HTTP 401"):
-        no_auth.fetch_bytes("/private.png")
+        no_auth.fetch_bytes("/data/upload/private.png")
 
 
 def test_relative_url_without_ls_url() -> None:
@@ -196,28 +200,28 @@ def test_other_schemes_refused(ls_server: _Server, ref: str) -> None:
 
 def test_redirects(ls_server: _Server, other_server: _Server) -> None:
     data = png_bytes()
-    ls_server.routes["/final.png"] = (200, {}, data)
-    ls_server.routes["/hop"] = (302, {"Location": "/final.png"}, b"")
-    ls_server.routes["/away"] = (302, {"Location": f"{other_server.url}/x.png"}, b"")
-    ls_server.routes["/loop"] = (302, {"Location": "/loop"}, b"")
+    ls_server.routes["/data/upload/final.png"] = (200, {}, data)
+    ls_server.routes["/data/upload/hop"] = (302, {"Location": "/data/upload/final.png"}, b"")
+    ls_server.routes["/data/upload/away"] = (302, {"Location": f"{other_server.url}/x.png"}, b"")
+    ls_server.routes["/data/upload/loop"] = (302, {"Location": "/data/upload/loop"}, b"")
     f = fetcher(ls_server)
-    assert f.fetch_bytes("/hop") == data
+    assert f.fetch_bytes("/data/upload/hop") == data
     with pytest.raises(ImageError) as e:
-        f.fetch_bytes("/away")
+        f.fetch_bytes("/data/upload/away")
     assert e.value.reason == "redirect to a host not allowed"
     assert other_server.requests == []
     with pytest.raises(ImageError, match="too many redirects"):
-        f.fetch_bytes("/loop")
+        f.fetch_bytes("/data/upload/loop")
 
 
 def test_size_limit(ls_server: _Server) -> None:
-    ls_server.routes["/big.png"] = (200, {}, b"\0" * 5000)
+    ls_server.routes["/data/upload/big.png"] = (200, {}, b"\0" * 5000)
     f = fetcher(ls_server, max_bytes=4096)
     with pytest.raises(ImageError, match="too large"):
-        f.fetch_bytes("/big.png")  # Content-Length says so
+        f.fetch_bytes("/data/upload/big.png")  # Content-Length says so
     started = time.monotonic()
     with pytest.raises(ImageError, match="too large"):
-        f.fetch_bytes("/endless")  # streamed without Content-Length: aborted
+        f.fetch_bytes("/data/upload/endless")  # streamed without Content-Length: aborted
     assert time.monotonic() - started < 5
 
 
@@ -225,7 +229,7 @@ def test_timeout_covers_the_whole_download(ls_server: _Server) -> None:
     f = fetcher(ls_server, timeout=0.8)
     started = time.monotonic()
     with pytest.raises(ImageError, match="timeout"):
-        f.fetch_bytes("/slow")  # trickles bytes for 5 s, each read within the timeout
+        f.fetch_bytes("/data/upload/slow")  # trickles bytes for 5 s, each read within the timeout
     assert time.monotonic() - started < 3
 
 

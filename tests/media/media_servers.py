@@ -1,0 +1,143 @@
+"""Real HTTP servers on loopback for the media tests.
+
+- :class:`Recorder`: a threading HTTP server on a chosen loopback address that records every
+  request (method, raw request target, headers) and answers from a route table;
+- :class:`Trickler`: a raw TCP server that answers every connection by trickling bytes (status
+  line, then one header byte every ``interval`` seconds, forever) and counts connections.
+
+Linux routes all of 127.0.0.0/8 to the loopback interface, so ``127.0.0.2`` is a second host.
+"""
+
+from __future__ import annotations
+
+import io
+import select
+import socket
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from PIL import Image
+
+TOKEN = "Token 0123456789abcdef0123456789abcdef01234567"
+
+Route = tuple[int, dict[str, str], bytes]
+
+
+def png_bytes(color: tuple[int, int, int] = (200, 10, 10)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 6), color).save(buf, "PNG")
+    return buf.getvalue()
+
+
+class Recorder:
+    """An HTTP server that records every request and answers from ``routes`` (path -> reply,
+    path without the query; unknown paths: 404)."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.requests: list[tuple[str, str, dict[str, str]]] = []
+        self.routes: dict[str, Route | Callable[[], Route]] = {}
+        self.lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _answer(self) -> None:
+                with server.lock:
+                    server.requests.append((self.command, self.path, dict(self.headers)))
+                route = server.routes.get(self.path.partition("?")[0], (404, {}, b"not found"))
+                status, headers, body = route() if callable(route) else route
+                self.send_response(status)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.wfile.write(body)
+                self.close_connection = True
+
+            do_GET = _answer
+            do_POST = _answer
+
+        self.httpd = ThreadingHTTPServer((host, port), Handler)
+        self.httpd.daemon_threads = True
+        self.host = host
+        self.port = self.httpd.server_address[1]
+        self.url = f"http://{host}:{self.port}"
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self.thread.start()
+
+    def paths(self) -> list[str]:
+        with self.lock:
+            return [path for _method, path, _headers in self.requests]
+
+    def authorized(self) -> list[str]:
+        """Request targets that carried an Authorization header."""
+        with self.lock:
+            return [p for _m, p, h in self.requests if any(k.lower() == "authorization" for k in h)]
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class Trickler:
+    """A TCP server that never finishes its response headers: it sends a status line and then
+    one header byte every ``interval`` seconds, forever (or until the client goes)."""
+
+    def __init__(self, host: str = "127.0.0.1", interval: float = 0.5) -> None:
+        self.interval = interval
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((host, 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://{host}:{self.port}"
+        self.lock = threading.Lock()
+        self.active = 0
+        self.max_active = 0
+        self.connections = 0
+        self._stop = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _addr = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with self.lock:
+            self.connections += 1
+            self.active += 1
+            self.max_active = max(self.max_active, self.active)
+        try:
+            conn.settimeout(0.2)
+            try:
+                conn.recv(65536)  # the request
+            except OSError:
+                pass
+            conn.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+            while not self._stop.is_set():
+                readable, _w, _x = select.select([conn], [], [], self.interval)
+                if readable and not conn.recv(65536):
+                    return  # the client closed the connection
+                conn.sendall(b"a")
+        except OSError:
+            pass  # the client went away
+        finally:
+            with self.lock:
+                self.active -= 1
+            conn.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self.sock.close()
