@@ -23,6 +23,7 @@ import numpy as np
 
 from labelwheel.fsio import atomic_write_bytes
 from labelwheel.head import Head, Scaling
+from labelwheel.media.storage import task_image_ref
 from labelwheel.pool import queue_order
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -51,12 +52,16 @@ class PoolRanking:
 
 
 def task_ref(task: dict[str, Any], data_key: str) -> str | None:
-    """The image reference of a task under a config's data key, or None."""
+    """The image reference of a task under a config's data key, or None. A cloud-storage URI
+    (``s3://``, ``gs://``, ``azure-blob://`` ...) becomes the task's Label Studio resolve path
+    (see :func:`labelwheel.media.storage.task_image_ref`)."""
     data = task.get("data")
     if not isinstance(data, dict):
         return None
     ref = data.get(data_key)
-    return ref if isinstance(ref, str) and ref else None
+    if not isinstance(ref, str) or not ref.strip():
+        return None
+    return task_image_ref(ref, task.get("id"), task.get("project"))
 
 
 def _unlabelled(tasks: list[Any], labelled: set[int]) -> list[dict[str, Any]]:

@@ -18,6 +18,7 @@ from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from labelwheel import __version__
+from labelwheel.media.storage import task_image_ref
 from labelwheel.ml_backend.model import COLD_START_VERSION
 from labelwheel.ml_backend.store import Version
 
@@ -337,7 +338,8 @@ def _store_annotation(
         else:
             strings = [v for v in data.values() if isinstance(v, str)]
             ref = strings[0] if len(strings) == 1 else None
-        image_ref = ref if isinstance(ref, str) and ref else None
+        if isinstance(ref, str) and ref.strip():
+            image_ref = task_image_ref(ref, task_id, project_id)
     feedback, prediction_version = None, None
     prediction = annotation.get("prediction")
     was_cancelled = bool(annotation.get("was_cancelled"))
@@ -427,8 +429,8 @@ def webhook() -> Response:
             for task in tasks:
                 data = task.get("data") if isinstance(task, dict) else None
                 ref = data.get(config.data_key) if isinstance(data, dict) else None
-                if isinstance(ref, str) and ref:
-                    refs.append(ref)
+                if isinstance(ref, str) and ref.strip():
+                    refs.append(task_image_ref(ref, task.get("id"), project_id))
         service.store.record_event(
             action, project_id, {"action": action, "project": project_id, "tasks": len(tasks)}
         )

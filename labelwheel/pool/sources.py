@@ -23,6 +23,7 @@ import numpy as np
 
 from labelwheel.features import Embedded, Embedder
 from labelwheel.media import ImageError, ImageFetcher, ImagePolicy, read_file
+from labelwheel.media.storage import task_image_ref
 from labelwheel.pool.core import Pool
 
 __all__ = [
@@ -264,7 +265,8 @@ def load_project_pool(
     refs: list[str] = []
     for task in candidates:
         ref = (task.get("data") or {}).get(config.data_key)
-        refs.append(str(ref) if ref is not None else "")
+        # a cloud URI (s3://, gs://, azure-blob://...) is read through Label Studio's resolve path
+        refs.append(task_image_ref(str(ref), task.get("id"), project_id) if ref is not None else "")
     if embed is not None:
         embedded = embed(refs)
     else:
