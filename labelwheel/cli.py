@@ -24,6 +24,7 @@ _COMMANDS: dict[str, str] = {
     "forecast": "labelwheel.lead.cli:forecast_command",
     "coverage": "labelwheel.lead.cli:coverage_command",
     "report": "labelwheel.lead.cli:report_command",
+    "ingest": "labelwheel.ingest.cli:ingest_command",
 }
 
 
