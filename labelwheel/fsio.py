@@ -21,13 +21,36 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def make_dirs(directory: Path, fsync: bool = True) -> None:
+    """``mkdir -p`` that also makes each new directory's entry durable: the parent of every
+    directory it creates is fsynced (a file renamed into a fresh directory is otherwise lost
+    with that directory after a power cut)."""
+    directory = Path(directory)
+    missing: list[Path] = []
+    here = directory
+    while not here.exists():
+        missing.append(here)
+        if here.parent == here:
+            break
+        here = here.parent
+    for new in reversed(missing):
+        try:
+            new.mkdir()
+        except FileExistsError:
+            continue
+        if fsync:
+            fsync_dir(new.parent)
+    if not directory.is_dir():
+        raise NotADirectoryError(f"{directory} is not a directory")
+
+
 def atomic_write_bytes(path: Path, data: bytes, fsync: bool = True) -> None:
     """Write ``data`` to ``path`` atomically: temp file in the same directory, fsync, rename,
-    fsync of the directory.
+    fsync of the directory (and of the parents of any directory it had to create).
 
     ``fsync=False`` skips both flushes to disk (for caches, whose readers validate and recompute).
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent, fsync=fsync)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:

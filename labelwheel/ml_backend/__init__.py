@@ -2,7 +2,9 @@
 
 Development: ``labelwheel serve``. Production: ``gunicorn -w 1 --threads 8
 'labelwheel.ml_backend:create_app()'`` — one worker process (one model instance, one training
-worker, one writer of the state directory) with threads for concurrent requests.
+worker, one writer of the state directory) with threads for concurrent requests. The process
+locks ``MODEL_DIR`` (:mod:`labelwheel.ml_backend.dirlock`): a second process on the same
+directory fails to start with :class:`ModelDirInUse`.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from flask import Flask
 
 from labelwheel.ml_backend.config import ConfigError, Settings
+from labelwheel.ml_backend.dirlock import ModelDirInUse, ModelDirLock
 from labelwheel.ml_backend.link import LabelStudioLink
 from labelwheel.ml_backend.metrics import Metrics
 from labelwheel.ml_backend.model import Model
@@ -26,7 +29,7 @@ from labelwheel.ml_backend.worker import Worker
 if TYPE_CHECKING:  # pragma: no cover
     from labelwheel.label_config import ClassificationConfig
 
-__all__ = ["BackendService", "ConfigError", "Settings", "create_app"]
+__all__ = ["BackendService", "ConfigError", "ModelDirInUse", "Settings", "create_app"]
 
 log = logging.getLogger("labelwheel.ml_backend")
 
@@ -43,10 +46,26 @@ class BackendService:
 
     def __init__(self, settings: Settings, backbone_loader: Any = None) -> None:
         self.settings = settings
+        # first of all: a second process on this MODEL_DIR stops here (ModelDirInUse)
+        self.dir_lock = ModelDirLock(settings.model_dir)
+        self.dir_lock.acquire()
+        try:
+            self._open(settings, backbone_loader)
+        except BaseException:
+            self.dir_lock.release()
+            raise
+
+    def _open(self, settings: Settings, backbone_loader: Any) -> None:
         self.store = Store(settings.model_dir)
         interrupted = self.store.mark_interrupted_runs()
         if interrupted:
             log.warning("%d training run(s) were interrupted by a previous shutdown", interrupted)
+        compacted = self.store.compact_events()
+        if compacted:
+            log.info("events log: %d raw webhook payloads replaced by summaries", compacted)
+        self.store.configure_events(
+            settings.events_max, settings.events_days * 86_400.0 if settings.events_days else None
+        )
         self.link = LabelStudioLink(settings)
         self.model = Model(settings, self.store, self.link, backbone_loader=backbone_loader)
         self.metrics = Metrics()
@@ -63,7 +82,11 @@ class BackendService:
         self.publish_errors: dict[int, str] = {}
 
     def start(self) -> None:
-        """Start the background threads."""
+        """Load the serving version of every known project (the newest readable artifact;
+        unreadable ones are logged now, not at the first request), then start the background
+        threads, which first re-queue the trainings owed from before a restart."""
+        for project_id in self.store.project_ids():
+            self.model.current(project_id)
         self.worker.start()
 
     def close(self) -> None:
@@ -71,6 +94,7 @@ class BackendService:
         self.worker.stop()
         self.model.close()
         self.store.close()
+        self.dir_lock.release()
 
     def parse_config(self, xml: str) -> ClassificationConfig:
         """Parse a label config (cached by text); raises ``UnsupportedConfigError``."""

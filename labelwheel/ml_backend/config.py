@@ -106,6 +106,17 @@ VARIABLES: tuple[Variable, ...] = (
         str(64 * 2**20),
         "Largest request body accepted, in bytes (larger: 413).",
     ),
+    Variable(
+        "LABELWHEEL_EVENTS_MAX",
+        "100000",
+        "Webhook events kept in the events log (a summary of at most 2 KB each, never the raw "
+        "payload); older ones are deleted. 0 = no events log.",
+    ),
+    Variable(
+        "LABELWHEEL_EVENTS_DAYS",
+        "30",
+        "Days a webhook event summary is kept in the events log; 0 = no age limit.",
+    ),
     Variable("LABELWHEEL_LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR."),
 )
 
@@ -151,6 +162,8 @@ class Settings:
     publish: bool = True
     rank_depth: int = 1000
     max_request_bytes: int = 64 * 2**20
+    events_max: int = 100_000
+    events_days: int = 30
     log_level: str = "INFO"
 
     @property
@@ -254,6 +267,8 @@ class Settings:
             publish=_bool("LABELWHEEL_PUBLISH", v),
             rank_depth=_int("LABELWHEEL_RANK_DEPTH", v, 1, 10_000_000),
             max_request_bytes=_int("LABELWHEEL_MAX_REQUEST_BYTES", v, 1024, 2**34),
+            events_max=_int("LABELWHEEL_EVENTS_MAX", v, 0, 1_000_000_000),
+            events_days=_int("LABELWHEEL_EVENTS_DAYS", v, 0, 36_500),
             log_level=level,
         )
 

@@ -132,21 +132,42 @@ class Model:
         with self._heads_lock:
             if project_id in self._heads:
                 return self._heads[project_id]
-        version = self.store.latest_version(project_id)
-        entry: tuple[str, Head | None] = (COLD_START_VERSION, None)
-        if version is not None:
+        entry = self._load_newest_readable(project_id)
+        with self._heads_lock:
+            self._heads.setdefault(project_id, entry)
+            return self._heads[project_id]
+
+    def _load_newest_readable(self, project_id: int) -> tuple[str, Head | None]:
+        """The newest version whose artifact loads; an unreadable one (truncated, corrupt,
+        missing) is logged and the one before it is tried. Cold start only when none loads."""
+        unreadable: list[str] = []
+        for version in reversed(self.store.versions(project_id)):
             try:
-                entry = (version.name, load_head(Path(version.artifact)))
+                head = load_head(Path(version.artifact))
             except Exception as exc:
+                unreadable.append(version.name)
                 log.error(
-                    "project %d: cannot load artifact of %s (%s); serving cold start",
+                    "project %d: artifact of %s is unreadable (%s); trying the version before",
                     project_id,
                     version.name,
                     exc,
                 )
-        with self._heads_lock:
-            self._heads.setdefault(project_id, entry)
-            return self._heads[project_id]
+                continue
+            if unreadable:
+                log.warning(
+                    "project %d: serving %s, the newest readable version (unreadable: %s)",
+                    project_id,
+                    version.name,
+                    ", ".join(unreadable),
+                )
+            return (version.name, head)
+        if unreadable:
+            log.error(
+                "project %d: no readable model artifact (%s); serving cold start",
+                project_id,
+                ", ".join(unreadable),
+            )
+        return (COLD_START_VERSION, None)
 
     def set_current(self, project_id: int, version: str, head: Head) -> None:
         """Serve a new version (atomic swap; requests in flight finish with the old one)."""

@@ -19,6 +19,7 @@ from werkzeug.exceptions import HTTPException
 
 from labelwheel import __version__
 from labelwheel.media.storage import task_image_ref
+from labelwheel.ml_backend.events import parse_ls_timestamp
 from labelwheel.ml_backend.model import COLD_START_VERSION
 from labelwheel.ml_backend.store import Version
 
@@ -351,7 +352,11 @@ def _store_annotation(
         prediction_version = version if isinstance(version, str) else None
         if predicted and not was_cancelled:
             feedback = "approval" if sorted(predicted) == sorted(labels) else "correction"
-    pending = service.store.record_annotation(
+    try:  # Label Studio's time of this annotation state: the order in which events apply
+        ls_updated_us = parse_ls_timestamp(annotation.get("updated_at"))
+    except ValueError as exc:
+        _fail(400, "bad_request", f"annotation.updated_at: {exc}")
+    write = service.store.apply_annotation(
         annotation_id=ann_id,
         task_id=task_id,
         project_id=project_id,
@@ -362,8 +367,10 @@ def _store_annotation(
         prediction_version=prediction_version,
         action=action,
         payload=payload,
+        ls_updated_us=ls_updated_us,
     )
-    return project_id, pending
+    g.lw_annotation_outcome = write.outcome  # stored, duplicate, stale or deleted
+    return project_id, int(write.pending)
 
 
 def _maybe_retrain(service: Any, project_id: int, pending: int) -> str | None:
@@ -389,6 +396,9 @@ def webhook() -> Response:
         project_id, pending = _store_annotation(
             service, action, body.get("annotation"), body.get("task"), project, body
         )
+        outcome = g.get("lw_annotation_outcome", "stored")
+        if outcome != "stored":  # older than what is stored, a repeat, or a deleted id
+            return jsonify({"status": "ignored", "outcome": outcome, "project": project_id})
         training = _maybe_retrain(service, project_id, pending)
         return jsonify({"status": "stored", "project": project_id, "training": training})
     if action == "ANNOTATIONS_DELETED":

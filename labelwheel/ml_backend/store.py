@@ -1,10 +1,18 @@
 """Durable state of the ML backend: SQLite in WAL mode under ``MODEL_DIR``.
 
 Tables: ``projects`` (label config, Label Studio host, retrain counter), ``annotations`` (one row
-per Label Studio annotation, soft-deleted), ``events`` (raw webhook payloads), ``versions`` (good
-model versions with metrics and artifact path), ``training_runs`` (every training attempt, failed
-ones too) and ``image_refs`` (image reference -> content hash, so a pool refresh does not fetch
-images it has embedded before).
+per Label Studio annotation, soft-deleted, with Label Studio's ``updated_at``),
+``annotation_tombstones`` (ids Label Studio deleted: a late create/update never brings them
+back), ``events`` (a small summary of each webhook, see :mod:`labelwheel.ml_backend.events`,
+kept under a retention rule), ``versions`` (good model versions with metrics and artifact path),
+``training_runs`` (every training attempt, failed ones too), ``training_queue`` (trainings that
+were acknowledged and have not finished: replayed at start-up) and ``image_refs`` (image
+reference -> content hash, so a pool refresh does not fetch images it has embedded before).
+
+Annotation webhooks are applied in Label Studio's order, not in arrival order: an event whose
+``updated_at`` is older than the stored one is ignored (``stale``), an equal one is a
+``duplicate`` (nothing changes, the retrain counter does not move), and an id with a tombstone
+stays deleted (Label Studio never reuses annotation ids).
 
 Writes use ``synchronous=FULL``: a write has reached the disk when the call returns, so an
 annotation acknowledged with 200 survives a ``kill -9`` or a power cut. One connection per thread.
@@ -22,6 +30,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from labelwheel.ml_backend.events import EventLog
+from labelwheel.ml_backend.store_training import TrainingState, Version, version_name
+
+__all__ = ["Annotation", "AnnotationWrite", "Store", "Version", "ref_key", "version_name"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS projects (
@@ -77,7 +90,28 @@ CREATE TABLE IF NOT EXISTS image_refs (
     ref_key TEXT PRIMARY KEY,
     sha256 TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS annotation_tombstones (
+    id INTEGER PRIMARY KEY,
+    project_id INTEGER,
+    deleted REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS training_queue (
+    project_id INTEGER PRIMARY KEY,
+    requested REAL NOT NULL,
+    requests INTEGER NOT NULL DEFAULT 1,
+    attempts INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS events_received ON events (received);
 """
+
+MIGRATIONS = (
+    # (table, column, definition) added to databases made by earlier releases
+    ("annotations", "ls_updated_us", "INTEGER"),
+)
+
+ANNOTATION_OUTCOMES = ("stored", "duplicate", "stale", "deleted")
+"""What :meth:`Store.apply_annotation` did: stored it (new or newer), nothing (the same event
+again), nothing (older than the stored state), nothing (the id was deleted in Label Studio)."""
 
 
 @dataclass(frozen=True)
@@ -95,25 +129,23 @@ class Annotation:
     created: float
     updated: float
     deleted: bool
+    ls_updated_us: int | None = None
+    """Label Studio's ``updated_at`` in microseconds since the epoch, when the event had it."""
+
+    @property
+    def order_key(self) -> tuple[float, int]:
+        """Which of two annotations of a task is newer: Label Studio's time, else arrival."""
+        if self.ls_updated_us is not None:
+            return (self.ls_updated_us / 1e6, self.id)
+        return (self.updated, self.id)
 
 
 @dataclass(frozen=True)
-class Version:
-    """One good model version of a project."""
+class AnnotationWrite:
+    """The result of :meth:`Store.apply_annotation`."""
 
-    project_id: int
-    number: int
-    name: str
-    created: float
-    n_labels: int
-    cv_accuracy: float | None
-    metrics: dict[str, Any]
-    artifact: str
-
-
-def version_name(number: int) -> str:
-    """The public name of version ``number`` (``v1``, ``v2``, ...)."""
-    return f"v{number}"
+    outcome: str  # one of ANNOTATION_OUTCOMES
+    pending: int  # the project's annotation changes since the last training started
 
 
 def ref_key(ref: str) -> str:
@@ -121,7 +153,7 @@ def ref_key(ref: str) -> str:
     return hashlib.sha256(ref.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-class Store:
+class Store(EventLog, TrainingState):
     """Thread-safe access to the backend's SQLite database (one connection per thread)."""
 
     def __init__(self, model_dir: Path) -> None:
@@ -131,7 +163,16 @@ class Store:
         self._local = threading.local()
         self._connections: dict[int, tuple[threading.Thread, sqlite3.Connection]] = {}
         self._lock = threading.Lock()
-        self._conn().executescript(SCHEMA)
+        conn = self._conn()
+        conn.executescript(SCHEMA)
+        for table, column, definition in MIGRATIONS:
+            have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+            if column not in have:
+                try:
+                    conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+                except sqlite3.OperationalError as exc:  # added meanwhile by another opener
+                    if "duplicate column" not in str(exc):
+                        raise
 
     # -- connections -------------------------------------------------------------------------
 
@@ -234,72 +275,140 @@ class Store:
         prediction_version: str | None,
         action: str,
         payload: dict[str, Any] | None,
+        ls_updated_us: int | None = None,
     ) -> int:
-        """Durably store an annotation (and the raw event); returns the project's pending changes.
+        """:meth:`apply_annotation`, returning only the project's pending changes."""
+        return self.apply_annotation(
+            annotation_id=annotation_id,
+            task_id=task_id,
+            project_id=project_id,
+            labels=labels,
+            image_ref=image_ref,
+            was_cancelled=was_cancelled,
+            feedback=feedback,
+            prediction_version=prediction_version,
+            action=action,
+            payload=payload,
+            ls_updated_us=ls_updated_us,
+        ).pending
 
-        Called before the webhook is acknowledged: when this returns the row is on disk.
+    def apply_annotation(
+        self,
+        *,
+        annotation_id: int,
+        task_id: int,
+        project_id: int,
+        labels: list[str],
+        image_ref: str | None,
+        was_cancelled: bool,
+        feedback: str | None,
+        prediction_version: str | None,
+        action: str,
+        payload: dict[str, Any] | None,
+        ls_updated_us: int | None = None,
+    ) -> AnnotationWrite:
+        """Durably apply one annotation event in Label Studio's order (see the module doc).
+
+        ``ls_updated_us`` is the event's ``annotation.updated_at`` (:func:`parse_ls_timestamp`);
+        without it (``/train`` of older Label Studio versions) the event is applied unless it
+        repeats the stored state exactly. Called before the webhook is acknowledged: when this
+        returns, the row (and the event's summary) is on disk.
         """
         now = time.time()
+        labels_json = json.dumps(list(labels))
+        outcome = "stored"
         with self.transaction() as conn:
-            if payload is not None:
-                conn.execute(
-                    "INSERT INTO events (received, action, project_id, payload) VALUES (?,?,?,?)",
-                    (now, action, project_id, json.dumps(payload)),
-                )
             conn.execute(
                 "INSERT INTO projects (id, created, updated) VALUES (?, ?, ?) "
                 "ON CONFLICT(id) DO NOTHING",
                 (project_id, now, now),
             )
-            conn.execute(
-                "INSERT INTO annotations (id, task_id, project_id, labels, image_ref, "
-                "was_cancelled, feedback, prediction_version, created, updated, deleted) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,0) ON CONFLICT(id) DO UPDATE SET "
-                "task_id=excluded.task_id, project_id=excluded.project_id, labels=excluded.labels,"
-                " image_ref=COALESCE(excluded.image_ref, image_ref),"
-                " was_cancelled=excluded.was_cancelled, feedback=excluded.feedback,"
-                " prediction_version=excluded.prediction_version, updated=excluded.updated,"
-                " deleted=0",
-                (
-                    annotation_id,
-                    task_id,
-                    project_id,
-                    json.dumps(list(labels)),
-                    image_ref,
-                    int(was_cancelled),
-                    feedback,
-                    prediction_version,
-                    now,
-                    now,
-                ),
-            )
-            conn.execute(
-                "UPDATE projects SET pending_changes = pending_changes + 1 WHERE id = ?",
-                (project_id,),
-            )
             row = conn.execute(
+                "SELECT * FROM annotations WHERE id = ?", (annotation_id,)
+            ).fetchone()
+            tomb = conn.execute(
+                "SELECT 1 FROM annotation_tombstones WHERE id = ?", (annotation_id,)
+            ).fetchone()
+            if tomb is not None or (row is not None and row["deleted"]):
+                outcome = "deleted"
+            elif row is not None:
+                stored_us = row["ls_updated_us"]
+                if ls_updated_us is not None and stored_us is not None:
+                    if ls_updated_us < stored_us:
+                        outcome = "stale"
+                    elif ls_updated_us == stored_us:
+                        outcome = "duplicate"
+                elif (
+                    ls_updated_us == stored_us  # both unknown
+                    and row["labels"] == labels_json
+                    and row["task_id"] == task_id
+                    and row["project_id"] == project_id
+                    and bool(row["was_cancelled"]) == bool(was_cancelled)
+                    and row["feedback"] == feedback
+                    and row["prediction_version"] == prediction_version
+                    and (image_ref is None or row["image_ref"] == image_ref)
+                ):
+                    outcome = "duplicate"
+            if outcome == "stored":
+                conn.execute(
+                    "INSERT INTO annotations (id, task_id, project_id, labels, image_ref, "
+                    "was_cancelled, feedback, prediction_version, created, updated, deleted, "
+                    "ls_updated_us) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,0,?) ON CONFLICT(id) DO UPDATE SET "
+                    "task_id=excluded.task_id, project_id=excluded.project_id, "
+                    "labels=excluded.labels, image_ref=COALESCE(excluded.image_ref, image_ref),"
+                    " was_cancelled=excluded.was_cancelled, feedback=excluded.feedback,"
+                    " prediction_version=excluded.prediction_version, updated=excluded.updated,"
+                    " ls_updated_us=COALESCE(excluded.ls_updated_us, ls_updated_us)",
+                    (
+                        annotation_id,
+                        task_id,
+                        project_id,
+                        labels_json,
+                        image_ref,
+                        int(was_cancelled),
+                        feedback,
+                        prediction_version,
+                        now,
+                        now,
+                        ls_updated_us,
+                    ),
+                )
+                conn.execute(
+                    "UPDATE projects SET pending_changes = pending_changes + 1 WHERE id = ?",
+                    (project_id,),
+                )
+            if payload is not None:
+                self._log_event(conn, action, project_id, payload, now, outcome=outcome)
+            got = conn.execute(
                 "SELECT pending_changes FROM projects WHERE id = ?", (project_id,)
             ).fetchone()
-        return int(row[0])
+        self._maybe_prune()
+        return AnnotationWrite(outcome, int(got[0]))
 
     def delete_annotations(
         self, project_id: int | None, annotation_ids: list[int], payload: dict[str, Any] | None
     ) -> tuple[int, dict[int, int]]:
-        """Mark annotations deleted; returns (how many were known, pending changes per project)."""
+        """Mark annotations deleted and leave a tombstone for every id (known or not yet: a
+        create that arrives after its delete stays deleted); returns (how many live ones were
+        deleted, pending changes per project)."""
         now = time.time()
         pending: dict[int, int] = {}
         found = 0
         with self.transaction() as conn:
             if payload is not None:
-                conn.execute(
-                    "INSERT INTO events (received, action, project_id, payload) VALUES (?,?,?,?)",
-                    (now, "ANNOTATIONS_DELETED", project_id, json.dumps(payload)),
-                )
+                self._log_event(conn, "ANNOTATIONS_DELETED", project_id, payload, now)
             for ann_id in annotation_ids:
                 row = conn.execute(
-                    "SELECT project_id FROM annotations WHERE id = ? AND deleted = 0", (ann_id,)
+                    "SELECT project_id, deleted FROM annotations WHERE id = ?", (ann_id,)
                 ).fetchone()
-                if row is None:
+                owner = int(row[0]) if row is not None else project_id
+                conn.execute(
+                    "INSERT OR IGNORE INTO annotation_tombstones (id, project_id, deleted) "
+                    "VALUES (?, ?, ?)",
+                    (ann_id, owner, now),
+                )
+                if row is None or row[1]:
                     continue
                 found += 1
                 conn.execute(
@@ -315,15 +424,8 @@ class Store:
                     "SELECT pending_changes FROM projects WHERE id = ?", (pid,)
                 ).fetchone()
                 pending[pid] = int(got[0]) if got else 0
+        self._maybe_prune()
         return found, pending
-
-    def record_event(self, action: str, project_id: int | None, payload: dict[str, Any]) -> None:
-        """Log a raw webhook payload."""
-        with self.transaction() as conn:
-            conn.execute(
-                "INSERT INTO events (received, action, project_id, payload) VALUES (?,?,?,?)",
-                (time.time(), action, project_id, json.dumps(payload)),
-            )
 
     @staticmethod
     def _annotation(row: sqlite3.Row) -> Annotation:
@@ -339,6 +441,7 @@ class Store:
             created=float(row["created"]),
             updated=float(row["updated"]),
             deleted=bool(row["deleted"]),
+            ls_updated_us=None if row["ls_updated_us"] is None else int(row["ls_updated_us"]),
         )
 
     def annotations(self, project_id: int, include_deleted: bool = False) -> list[Annotation]:
@@ -363,7 +466,7 @@ class Store:
             if ann.was_cancelled or not ann.labels:
                 continue
             prev = latest.get(ann.task_id)
-            if prev is None or (ann.updated, ann.id) >= (prev.updated, prev.id):
+            if prev is None or ann.order_key >= prev.order_key:
                 latest[ann.task_id] = ann
         return sorted(latest.values(), key=lambda a: a.id)
 
@@ -400,120 +503,6 @@ class Store:
             for label in ann.labels:
                 counts[label] = counts.get(label, 0) + 1
         return counts
-
-    def event_count(self, action: str | None = None) -> int:
-        """How many webhook events were logged (of one action, or all)."""
-        if action is None:
-            return int(self.query("SELECT COUNT(*) FROM events")[0][0])
-        return int(self.query("SELECT COUNT(*) FROM events WHERE action = ?", (action,))[0][0])
-
-    # -- versions and training runs ---------------------------------------------------------
-
-    def start_run(self, project_id: int) -> int:
-        """Record that a training of ``project_id`` started; returns the run id."""
-        with self.transaction() as conn:
-            cur = conn.execute(
-                "INSERT INTO training_runs (project_id, started, status) VALUES (?, ?, 'running')",
-                (project_id, time.time()),
-            )
-            return int(cur.lastrowid or 0)
-
-    def finish_run(
-        self, run_id: int, status: str, error: str | None = None, version: str | None = None
-    ) -> None:
-        """Record the outcome of a training run (``ok``, ``failed`` or ``skipped``)."""
-        with self.transaction() as conn:
-            conn.execute(
-                "UPDATE training_runs SET finished = ?, status = ?, error = ?, version = ? "
-                "WHERE id = ?",
-                (time.time(), status, error, version, run_id),
-            )
-
-    def runs(self, project_id: int | None = None) -> list[dict[str, Any]]:
-        """Training runs, newest first. Runs still marked running after a restart were killed."""
-        sql = "SELECT * FROM training_runs"
-        params: tuple[Any, ...] = ()
-        if project_id is not None:
-            sql += " WHERE project_id = ?"
-            params = (project_id,)
-        return [dict(r) for r in self.query(sql + " ORDER BY id DESC", params)]
-
-    def mark_interrupted_runs(self) -> int:
-        """At start-up: runs left 'running' by a killed process become 'interrupted'."""
-        with self.transaction() as conn:
-            cur = conn.execute(
-                "UPDATE training_runs SET status = 'interrupted', finished = ? "
-                "WHERE status = 'running'",
-                (time.time(),),
-            )
-            return int(cur.rowcount)
-
-    def next_version_number(self, project_id: int) -> int:
-        """The number the next good version of the project will get."""
-        row = self.query(
-            "SELECT COALESCE(MAX(number), 0) FROM versions WHERE project_id = ?", (project_id,)
-        )
-        return int(row[0][0]) + 1
-
-    def add_version(
-        self,
-        project_id: int,
-        number: int,
-        n_labels: int,
-        cv_accuracy: float | None,
-        metrics: dict[str, Any],
-        artifact: str,
-    ) -> Version:
-        """Record a good version (call after its artifact is on disk)."""
-        now = time.time()
-        name = version_name(number)
-        with self.transaction() as conn:
-            conn.execute(
-                "INSERT INTO versions (project_id, number, name, created, n_labels, cv_accuracy, "
-                "metrics, artifact) VALUES (?,?,?,?,?,?,?,?)",
-                (
-                    project_id,
-                    number,
-                    name,
-                    now,
-                    n_labels,
-                    cv_accuracy,
-                    json.dumps(metrics),
-                    artifact,
-                ),
-            )
-        return Version(project_id, number, name, now, n_labels, cv_accuracy, metrics, artifact)
-
-    @staticmethod
-    def _version(row: sqlite3.Row) -> Version:
-        return Version(
-            project_id=int(row["project_id"]),
-            number=int(row["number"]),
-            name=str(row["name"]),
-            created=float(row["created"]),
-            n_labels=int(row["n_labels"]),
-            cv_accuracy=None if row["cv_accuracy"] is None else float(row["cv_accuracy"]),
-            metrics=json.loads(row["metrics"]),
-            artifact=str(row["artifact"]),
-        )
-
-    def versions(self, project_id: int | None = None) -> list[Version]:
-        """Good versions, oldest first (of one project, or all)."""
-        if project_id is None:
-            rows = self.query("SELECT * FROM versions ORDER BY project_id, number")
-        else:
-            rows = self.query(
-                "SELECT * FROM versions WHERE project_id = ? ORDER BY number", (project_id,)
-            )
-        return [self._version(r) for r in rows]
-
-    def latest_version(self, project_id: int) -> Version | None:
-        """The newest good version of a project, or None."""
-        rows = self.query(
-            "SELECT * FROM versions WHERE project_id = ? ORDER BY number DESC LIMIT 1",
-            (project_id,),
-        )
-        return self._version(rows[0]) if rows else None
 
     # -- image references -----------------------------------------------------------------------
 

@@ -5,7 +5,10 @@
 - the training thread takes project ids from a queue. Requests for a project that is already
   queued are coalesced; a request for a project that is training right now schedules exactly one
   more run after it. There is one training thread per process, so one project never trains twice
-  at once. A failed training is recorded and the last good version keeps serving;
+  at once. A failed training is recorded and the last good version keeps serving. The queue is
+  durable: :meth:`Worker.request_training` writes the request to the store before it returns
+  (so before the webhook is acknowledged), and :meth:`Worker.start` re-queues every training that
+  was owed when the previous process died (see :mod:`labelwheel.ml_backend.store_training`);
 - the embedding thread embeds the images of newly created tasks (``TASKS_CREATED``) into the
   cache so that later ``/predict`` calls and pool rankings are fast.
 """
@@ -22,6 +25,7 @@ from typing import Any
 from labelwheel.head import NotEnoughLabels, TrainingError
 from labelwheel.ml_backend.model import Model
 from labelwheel.ml_backend.store import Store, Version
+from labelwheel.ml_backend.store_training import MAX_ATTEMPTS
 
 log = logging.getLogger("labelwheel.ml_backend")
 
@@ -54,9 +58,12 @@ class Worker:
         self.last_error: dict[int, str] = {}
 
     def start(self) -> None:
-        """Start the threads (idempotent)."""
+        """Re-queue the trainings owed from before a restart, then start the threads
+        (idempotent)."""
         if self._threads:
             return
+        self._stop = False
+        self._replay_owed_trainings()
         for target, name in ((self._train_loop, "lw-train"), (self._embed_loop, "lw-embed")):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
@@ -75,8 +82,35 @@ class Worker:
 
     # -- requests --------------------------------------------------------------------------------
 
+    def _replay_owed_trainings(self) -> None:
+        for project_id, attempts in self.store.queued_trainings():
+            if attempts >= MAX_ATTEMPTS:
+                message = (
+                    f"given up: {attempts} attempts of this training were interrupted "
+                    "(the process died each time); send START_TRAINING to try again"
+                )
+                self.store.drop_queued_training(project_id)
+                run_id = self.store.start_run(project_id)
+                self.store.finish_run(run_id, "failed", message)
+                self.last_error[project_id] = message
+                log.error("project %d: owed training %s", project_id, message)
+                continue
+            log.warning(
+                "project %d: re-queued a training acknowledged before the restart%s",
+                project_id,
+                f" (attempt {attempts + 1})" if attempts else "",
+            )
+            self._enqueue(project_id)
+
     def request_training(self, project_id: int) -> str:
-        """Queue a training of a project; returns ``queued``, ``coalesced`` or ``rescheduled``."""
+        """Queue a training of a project; returns ``queued``, ``coalesced`` or ``rescheduled``.
+
+        The request is on disk when this returns: it runs even if the process dies first.
+        """
+        self.store.queue_training(project_id)
+        return self._enqueue(project_id)
+
+    def _enqueue(self, project_id: int) -> str:
         with self._cond:
             if project_id in self._queued:
                 return "coalesced"
@@ -132,14 +166,19 @@ class Worker:
                 project_id = self._train_queue.popleft()
                 self._queued.discard(project_id)
                 self.running.add(project_id)
+            owed = False
             try:
+                token = self.store.training_started(project_id)
                 self.train_now(project_id)
+                owed = self.store.training_finished(project_id, token)
+            except Exception as exc:  # the store failed: the request stays owed on disk
+                log.error("project %d: training queue bookkeeping failed: %s", project_id, exc)
             finally:
                 with self._cond:
                     self.running.discard(project_id)
-                    if project_id in self._again:
+                    if project_id in self._again or owed:
                         self._again.discard(project_id)
-                        if project_id not in self._queued:
+                        if project_id not in self._queued and not self._stop:
                             self._queued.add(project_id)
                             self._train_queue.append(project_id)
                     self._cond.notify_all()

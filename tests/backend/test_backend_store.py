@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any
 
 from labelwheel.fsio import atomic_write_bytes
 from labelwheel.ml_backend.store import Store
@@ -74,3 +75,46 @@ def test_atomic_write_replaces_whole_files(tmp_path: Path) -> None:
     atomic_write_bytes(target, b"second")
     assert target.read_bytes() == b"second"
     assert [p.name for p in target.parent.iterdir()] == ["artifact.bin"]
+
+
+def test_training_queue_survives_reopening_and_counts_requests(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    store.queue_training(1)
+    store.queue_training(2)
+    store.queue_training(1)  # coalesced into one row
+    store.close()
+    store = Store(tmp_path)
+    assert store.queued_trainings() == [(2, 0), (1, 0)]  # oldest request first
+    token = store.training_started(1)
+    store.queue_training(1)  # asked again while it runs: one more training is owed
+    assert store.training_finished(1, token) is True
+    token = store.training_started(1)
+    assert store.training_finished(1, token) is False
+    assert store.queued_trainings() == [(2, 0)]
+    token = store.training_started(2)  # then the process dies ...
+    store.close()
+    store = Store(tmp_path)
+    assert store.queued_trainings() == [(2, 1)]  # ... and the attempt was counted
+    assert store.training_started(3) == 0  # nothing owed: a direct training
+    assert store.training_finished(3, 0) is False
+
+
+def test_new_directories_are_made_durable(tmp_path: Path, monkeypatch: Any) -> None:
+    import labelwheel.fsio as fsio
+
+    synced: list[Path] = []
+    real = fsio.fsync_dir
+
+    def spy(directory: Path) -> None:
+        synced.append(Path(directory))
+        real(directory)
+
+    monkeypatch.setattr(fsio, "fsync_dir", spy)
+    target = tmp_path / "projects" / "7" / "v1.pkl"
+    atomic_write_bytes(target, b"head")
+    # each new directory's entry (in its parent), then the renamed file's entry
+    assert synced == [tmp_path, tmp_path / "projects", tmp_path / "projects" / "7"]
+    synced.clear()
+    atomic_write_bytes(target.with_name("v2.pkl"), b"head 2")
+    assert synced == [tmp_path / "projects" / "7"]
+    assert target.read_bytes() == b"head"
