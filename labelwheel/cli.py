@@ -25,6 +25,7 @@ _COMMANDS: dict[str, str] = {
     "coverage": "labelwheel.lead.cli:coverage_command",
     "report": "labelwheel.lead.cli:report_command",
     "ingest": "labelwheel.ingest.cli:ingest_command",
+    "audit": "labelwheel.lead.cli:audit_command",
 }
 
 

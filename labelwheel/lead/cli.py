@@ -503,3 +503,102 @@ def report_command(cost_per_label: float | None, **kw: Any) -> None:
         click.echo("no annotations made on pre-labels yet")
     for note in rep.notes:
         click.echo(f"note: {note}")
+
+
+# -------------------------------------------------------------------------------------- audit
+
+
+@click.command("audit")
+@_source_options
+@click.option(
+    "--labels",
+    "labels_csv",
+    type=click.Path(path_type=Path),
+    help="With --images: a CSV of 'file name,label' rows (else sub-folders or labels.csv).",
+)
+@click.option(
+    "--folds",
+    type=click.IntRange(2, 20),
+    default=5,
+    show_default=True,
+    help="Cross-validation folds.",
+)
+@click.option("--limit", type=click.IntRange(1), help="Show and write only the N most suspicious.")
+@click.option("--dry-run", is_flag=True, help="Only print the suspects; do not write the view.")
+@_friendly_errors
+def audit_command(
+    labels_csv: Path | None, folds: int, limit: int | None, dry_run: bool, **kw: Any
+) -> None:
+    """Find annotations that are probably wrong, and save them as a Label Studio view.
+
+    Out-of-fold probabilities of the model on the labels, confident learning (cleanlab),
+    near-duplicates with different labels, annotators who disagree, outliers and clusters where
+    the model does much worse than overall. The view "labelwheel: review suspected label errors"
+    holds the suspects, most suspicious first; each carries the data fields
+    labelwheel_audit_rank, labelwheel_suggested, labelwheel_suspicion and labelwheel_why.
+    Re-running replaces the view and clears the fields of tasks no longer suspected.
+    """
+    from labelwheel.lead.audit import (
+        annotator_labels,
+        audit_pool,
+        read_labels_csv,
+        with_labels,
+        write_audit_view,
+    )
+
+    table = None
+    if labels_csv is not None:
+        if kw["images_dir"] is None:
+            raise _fail("--labels goes with --images DIR (a project's labels are its annotations)")
+        table = read_labels_csv(labels_csv, kw["images_dir"])
+    loaded = _load(kw)
+    pool = loaded.pool
+    if table is not None:
+        pool = with_labels(pool, table)
+    _skipped_note(pool)
+    audit = audit_pool(pool, folds=folds, seed=kw["seed"], annotator_labels=annotator_labels(pool))
+    if limit is not None:
+        audit.suspects = audit.suspects[:limit]
+    view = None
+    if loaded.client is not None and not dry_run:
+        view = write_audit_view(loaded.client, pool.project_id, audit, pool.tasks)
+    if kw["as_json"]:
+        out = audit.to_dict()
+        out["view"] = {"id": view.get("id"), "title": audit.view_title} if view else None
+        _emit_json(out)
+        return
+    click.echo(
+        f"{pool.source}: {audit.labeled} labels audited with {audit.folds}-fold out-of-fold "
+        f"predictions (accuracy {audit.oof_accuracy:.1%}); confident learning flags "
+        f"{audit.label_issues}"
+    )
+    for note in audit.notes:
+        click.echo(f"note: {note}")
+    project = pool.project_id is not None
+    rows = [
+        [
+            s.rank,
+            s.task_id if project else s.ref,
+            s.given,
+            s.suggested,
+            round(s.suspicion, 3),
+            "; ".join(s.reasons),
+        ]
+        for s in audit.suspects
+    ]
+    head = ["#", "task" if project else "image", "given", "suggested", "suspicion", "why"]
+    click.echo(_table(head, rows))
+    click.echo(f"{len(audit.suspects)} suspect(s)")
+    for w in audit.weak_clusters:
+        click.echo(
+            f"weak cluster {w.cluster}: model right on {w.accuracy:.0%} of {w.labels} labels "
+            f"(overall {w.overall:.0%}); mostly '{w.top_label}'"
+        )
+    if view is not None:
+        click.echo(
+            f'wrote view "{audit.view_title}" (id {view.get("id")}) in project {pool.project_id}'
+        )
+    elif loaded.client is not None and not dry_run:
+        click.echo(f'no suspects: view "{audit.view_title}" removed')
+    elif loaded.client is not None:
+        click.echo("dry run: no view written")

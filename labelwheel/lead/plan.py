@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -212,17 +213,27 @@ def view_payload(project_id: int, plan: Plan) -> dict[str, Any]:
     field ``labelwheel_rank`` (written by :func:`write_plan_view`) and the view orders by it,
     numerically. The filter lists the task ids (``tasks:id`` ``equal``, joined with ``or``).
     """
+    return ranked_view_payload(
+        project_id, plan.view_title, [p.task_id for p in plan.picks], RANK_FIELD
+    )
+
+
+def ranked_view_payload(
+    project_id: int, title: str, task_ids: Sequence[int], rank_field: str
+) -> dict[str, Any]:
+    """A Data Manager view holding exactly ``task_ids``, ordered by the data field
+    ``rank_field`` (numeric, ascending: rank 1 first)."""
     items = [
-        {"filter": "filter:tasks:id", "operator": "equal", "type": "Number", "value": p.task_id}
-        for p in plan.picks
+        {"filter": "filter:tasks:id", "operator": "equal", "type": "Number", "value": int(tid)}
+        for tid in task_ids
     ]
     return {
         "project": project_id,
         "data": {
-            "title": plan.view_title,
-            "ordering": [f"tasks:data.{RANK_FIELD}"],
+            "title": title,
+            "ordering": [f"tasks:data.{rank_field}"],
             "filters": {"conjunction": "or", "items": items},
-            "columnsDisplayType": {f"tasks:data.{RANK_FIELD}": "Number"},
+            "columnsDisplayType": {f"tasks:data.{rank_field}": "Number"},
             "type": "list",
             "target": "tasks",
         },
@@ -241,32 +252,69 @@ def write_plan_view(
     longer picked is removed). Every other view titled ``labelwheel: next …`` is deleted, so
     re-running replaces the view rather than adding one. Returns the view.
     """
-    ranks = {p.task_id: p.rank for p in plan.picks}
+    view = write_ranked_view(
+        client,
+        project_id,
+        tasks,
+        title=plan.view_title,
+        title_prefix=VIEW_PREFIX,
+        rank_field=RANK_FIELD,
+        ranked=[p.task_id for p in plan.picks],
+    )
+    assert view is not None  # a plan has at least one pick
+    return view
+
+
+def write_ranked_view(
+    client: Any,
+    project_id: int,
+    tasks: list[dict[str, Any]],
+    *,
+    title: str,
+    title_prefix: str,
+    rank_field: str,
+    ranked: Sequence[int],
+    fields: Mapping[int, Mapping[str, Any]] | None = None,
+    owned_fields: Sequence[str] = (),
+) -> dict[str, Any] | None:
+    """Write a ranked list of tasks to Label Studio as one saved view, replacing earlier ones.
+
+    ``ranked``: task ids, first = rank 1. Each gets its rank in the data field ``rank_field``
+    and the extra data fields ``fields[task_id]``; on every other task of ``tasks`` (the
+    project's tasks as loaded, whose data is kept) the rank field and ``owned_fields`` are
+    removed, so no stale mark survives. Only tasks whose data changes are PATCHed. Views whose
+    title starts with ``title_prefix`` are ours: the oldest is replaced (PUT), the others are
+    deleted. With nothing ranked, our views are deleted and None is returned; else the view.
+    """
+    ranks = {int(tid): rank for rank, tid in enumerate(ranked, start=1)}
+    ours_fields = (rank_field, *owned_fields)
+    extra = fields or {}
     for task in tasks:
         tid = int(task["id"])
-        data = dict(task.get("data") or {})
-        old = data.get(RANK_FIELD)
-        new = ranks.get(tid)
-        if old == new:
-            continue
-        if new is None:
-            data.pop(RANK_FIELD, None)
-        else:
-            data[RANK_FIELD] = new
-        client.request("PATCH", f"/api/tasks/{tid}", json={"data": data})
+        old_data = dict(task.get("data") or {})
+        data = {k: v for k, v in old_data.items() if k not in ours_fields}
+        if tid in ranks:
+            data[rank_field] = ranks[tid]
+            data.update(extra.get(tid, {}))
+        if data != old_data:
+            client.request("PATCH", f"/api/tasks/{tid}", json={"data": data})
     ours = sorted(
         (
             v
             for v in client.list_views(project_id)
-            if str((v.get("data") or {}).get("title", "")).startswith(VIEW_PREFIX)
+            if str((v.get("data") or {}).get("title", "")).startswith(title_prefix)
         ),
         key=lambda v: int(v["id"]),
     )
-    payload = view_payload(project_id, plan)
+    if not ranks:
+        for view in ours:
+            client.request("DELETE", f"/api/dm/views/{view['id']}")
+        return None
+    payload = ranked_view_payload(project_id, title, list(ranks), rank_field)
     if ours:
         keep = ours[0]
-        for extra in ours[1:]:
-            client.request("DELETE", f"/api/dm/views/{extra['id']}")
+        for stale in ours[1:]:
+            client.request("DELETE", f"/api/dm/views/{stale['id']}")
         view = client.request("PUT", f"/api/dm/views/{keep['id']}", json=payload).json()
     else:
         view = client.request("POST", "/api/dm/views", json=payload).json()

@@ -1,0 +1,525 @@
+"""Suspected label errors: which annotations are probably wrong, what they should be, and why.
+
+The audit looks at a pool's labelled items only:
+
+1. **Out-of-fold probabilities.** The product's head (:func:`labelwheel.head.fit_codes`, on the
+   cached embeddings, standardised with the whole pool's statistics) is trained K times with
+   stratified K-fold (K = 5, fewer when a class has fewer labels); every labelled item is
+   predicted by the head that did not see it.
+2. **Confident learning** (cleanlab): ``cleanlab.filter.find_label_issues`` flags the items whose
+   given label disagrees with what the out-of-fold model is confident of, after estimating how
+   often each class is confused with each other; ``cleanlab.rank.get_label_quality_scores``
+   (self-confidence: the out-of-fold probability of the given label) scores every label.
+3. **Context checks**: near-duplicate images (the selectors' filter) that
+   carry different labels; tasks whose annotators chose different labels (Label Studio
+   projects); outliers (the most unusual 2% of the pool by anomaly score, possibly junk); and
+   items the model gets wrong inside a k-means cluster where its out-of-fold accuracy is far
+   below its overall accuracy (a confusing region, or a systematic mislabelling).
+
+**Suspicion** (0 = the label looks right, 1 = surely wrong) is ``1 − trust``, where trust starts
+as cleanlab's label quality score and is multiplied by :data:`CONFLICT_FACTOR` for each conflict
+(near-duplicate, annotators) and by :data:`CONTEXT_FACTOR` for each context flag (outlier, weak
+cluster). An item is a **suspect** when cleanlab flags it or any check gives it a reason (an
+outlier only when the model gives its label less than even odds); suspects are listed most
+suspicious first, each with the given label, the suggested one (the out-of-fold model's choice,
+when it differs) and the reasons.
+
+In Label Studio (:func:`write_audit_view`) the suspects form the saved view
+:data:`VIEW_TITLE`, ordered by suspicion, and carry these task data fields (removed again from
+tasks that are no longer suspects when the audit is re-run):
+
+=========================  ===============================================================
+``labelwheel_audit_rank``  1 = most suspicious (the view sorts by it)
+``labelwheel_suggested``   the label the model suggests ("" when it agrees with the given one)
+``labelwheel_suspicion``   the suspicion score, 0–1, three decimals
+``labelwheel_why``         the reasons, separated by "; "
+=========================  ===============================================================
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from labelwheel.head import Scaling, fit_codes
+from labelwheel.lead import _filters
+from labelwheel.lead.coverage import cluster_pool, default_n_clusters
+from labelwheel.lead.plan import write_ranked_view
+from labelwheel.pool import Pool, list_images
+
+__all__ = [
+    "AUDIT_FIELDS",
+    "CONFLICT_FACTOR",
+    "CONTEXT_FACTOR",
+    "MIN_LABELS",
+    "RANK_FIELD",
+    "VIEW_TITLE",
+    "Audit",
+    "Suspect",
+    "WeakCluster",
+    "audit_pool",
+    "out_of_fold_probabilities",
+    "read_labels_csv",
+    "with_labels",
+    "write_audit_view",
+]
+
+VIEW_TITLE = "labelwheel: review suspected label errors"
+RANK_FIELD = "labelwheel_audit_rank"
+SUGGESTED_FIELD = "labelwheel_suggested"
+SUSPICION_FIELD = "labelwheel_suspicion"
+WHY_FIELD = "labelwheel_why"
+AUDIT_FIELDS = (RANK_FIELD, SUGGESTED_FIELD, SUSPICION_FIELD, WHY_FIELD)
+"""The task data fields the audit writes (and removes from tasks that are no longer suspects)."""
+
+MIN_LABELS = 10
+"""Labels an audit needs at the least (of at least two classes, two labels each)."""
+CONFLICT_FACTOR = 0.75
+"""Trust kept per conflict (a near-duplicate or another annotator with a different label)."""
+CONTEXT_FACTOR = 0.9
+"""Trust kept per context flag (outlier; the model disagrees inside a weak cluster)."""
+WEAK_CLUSTER_GAP = 0.15
+"""A cluster is weak when its out-of-fold accuracy is this far or more below the overall one."""
+WEAK_CLUSTER_MIN_LABELS = 5
+"""Labels a cluster needs before its accuracy is judged."""
+
+
+@dataclass
+class Suspect:
+    """A labelled item whose label is probably wrong (``rank`` 1 = most suspicious)."""
+
+    rank: int
+    task_id: int
+    ref: str
+    given: str
+    suggested: str | None
+    suspicion: float
+    label_quality: float | None
+    given_probability: float | None
+    suggested_probability: float | None
+    reasons: list[str]
+    cluster: int
+
+
+@dataclass
+class WeakCluster:
+    """A k-means cluster where the out-of-fold model does much worse than overall."""
+
+    cluster: int
+    labels: int
+    accuracy: float
+    overall: float
+    top_label: str | None
+
+
+@dataclass
+class Audit:
+    """The result of :func:`audit_pool`."""
+
+    source: str
+    pool_size: int
+    labeled: int
+    audited: int
+    classes: list[str]
+    folds: int
+    oof_accuracy: float
+    label_issues: int
+    suspects: list[Suspect]
+    weak_clusters: list[WeakCluster]
+    duplicate_conflicts: list[list[int]]
+    notes: list[str] = field(default_factory=list)
+    ranking: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    """Pool positions of every labelled item, most suspicious first (suspects and the rest)."""
+    suspicion: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    """Suspicion per pool position (NaN for unlabelled items)."""
+
+    view_title: str = VIEW_TITLE
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (without the per-item arrays)."""
+        out = asdict(self)
+        out.pop("ranking")
+        out.pop("suspicion")
+        return out
+
+
+# ----------------------------------------------------------------------------------- model
+
+
+def out_of_fold_probabilities(
+    x: np.ndarray,
+    y: np.ndarray,
+    n_classes: int,
+    *,
+    folds: int = 5,
+    seed: int = 0,
+    scaling: Scaling | None = None,
+) -> tuple[np.ndarray, int]:
+    """``(len(y), n_classes)`` probabilities, each row from the head trained without it.
+
+    Stratified K-fold with ``K = min(folds, smallest class count)``; every class needs at least
+    two rows (else ValueError). Returns ``(probabilities, K)``.
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    y = np.asarray(y, dtype=np.int64)
+    _, counts = np.unique(y, return_counts=True)
+    if counts.size < 2 or counts.min() < 2:
+        raise ValueError("out-of-fold probabilities need two classes with two labels each")
+    k = int(min(folds, counts.min()))
+    scaling = scaling or Scaling.of(x)
+    proba = np.zeros((len(y), n_classes), dtype=np.float64)
+    cv = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    for train, test in cv.split(x, y):
+        head = fit_codes(x[train], y[train], n_classes, scaling=scaling)
+        proba[test] = head.predict_proba(x[test])
+    return proba, k
+
+
+def _cleanlab(labels: np.ndarray, proba: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(issue mask, label quality scores) from cleanlab (confident learning)."""
+    import cleanlab.filter
+    import cleanlab.rank
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        issues = cleanlab.filter.find_label_issues(
+            labels, proba, filter_by="prune_by_noise_rate", n_jobs=1
+        )
+        quality = cleanlab.rank.get_label_quality_scores(labels, proba, method="self_confidence")
+    return np.asarray(issues, dtype=bool), np.asarray(quality, dtype=np.float64)
+
+
+# ----------------------------------------------------------------------------------- audit
+
+
+def audit_pool(
+    pool: Pool,
+    *,
+    folds: int = 5,
+    seed: int = 0,
+    n_clusters: int | None = None,
+    anomaly_fraction: float = 0.02,
+    annotator_labels: Mapping[int, Sequence[str]] | None = None,
+) -> Audit:
+    """Rank the pool's labels by how likely they are wrong; see the module docstring.
+
+    ``annotator_labels``: per pool position, the labels different annotators chose (a Label
+    Studio project: :func:`annotator_labels`); more than one distinct label is a conflict.
+    Raises ValueError for a multi-label pool or too few labels.
+    """
+    if pool.multi_label:
+        raise ValueError("audit works on single-label classification; this project is multi-label")
+    if folds < 2:
+        raise ValueError(f"folds must be at least 2, got {folds}")
+    codes = pool.codes()
+    labeled = np.flatnonzero(codes >= 0)
+    names, counts = np.unique(codes[labeled], return_counts=True)
+    usable = names[counts >= 2]
+    if labeled.size < MIN_LABELS or usable.size < 2:
+        raise ValueError(
+            f"too few labels to audit: need at least {MIN_LABELS} labelled images of at least "
+            f"2 classes with 2 or more labels each; have {labeled.size} label(s) of "
+            f"{names.size} class(es)"
+        )
+    notes: list[str] = []
+    rare = [pool.classes[int(c)] for c in names[counts < 2]]
+    if rare:
+        notes.append(
+            f"class(es) {', '.join(rare)} have a single label: the model cannot judge those "
+            "labels (only the context checks apply)"
+        )
+    audited = labeled[np.isin(codes[labeled], usable)]
+    # compact class indices over the audited classes (cleanlab wants every column used)
+    compact = {int(c): j for j, c in enumerate(usable)}
+    y = np.array([compact[int(c)] for c in codes[audited]], dtype=np.int64)
+    emb = pool.embeddings
+    proba, k = out_of_fold_probabilities(
+        emb[audited], y, len(usable), folds=folds, seed=seed, scaling=Scaling.of(emb)
+    )
+    issues, quality = _cleanlab(y, proba)
+    predicted = np.argmax(proba, axis=1)
+    oof_accuracy = float(np.mean(predicted == y))
+
+    n = len(pool)
+    trust = np.full(n, np.nan)
+    trust[labeled] = 1.0
+    trust[audited] = quality
+    reasons: dict[int, list[str]] = {int(p): [] for p in labeled}
+    class_name = [pool.classes[int(c)] for c in usable]
+    suggested: dict[int, tuple[str | None, float | None, float | None]] = {}
+    for row, pos in enumerate(audited):
+        pos = int(pos)
+        best = int(predicted[row])
+        p_given, p_best = float(proba[row, y[row]]), float(proba[row, best])
+        suggested[pos] = (class_name[best] if best != y[row] else None, p_given, p_best)
+        if issues[row]:
+            reasons[pos].append(
+                f"label issue (confident learning): the model gives '{class_name[y[row]]}' "
+                f"{p_given:.0%}, '{class_name[best]}' {p_best:.0%}"
+            )
+
+    ident = _identifier(pool)
+    conflicts = _duplicate_conflicts(pool, labeled)
+    for group in conflicts:
+        for pos in group:
+            others = [q for q in group if pool.labels[q] != pool.labels[pos]]
+            if not others:
+                continue
+            shown = ", ".join(f"{ident(q)} labelled '{pool.labels[q]}'" for q in others[:3])
+            reasons[pos].append(f"near-duplicate of {shown}")
+            trust[pos] *= CONFLICT_FACTOR
+    for pos, chosen in (annotator_labels or {}).items():
+        distinct = sorted(set(chosen))
+        if pos in reasons and len(distinct) > 1:
+            reasons[pos].append(f"annotators disagree: {', '.join(distinct)}")
+            trust[pos] *= CONFLICT_FACTOR
+
+    scores = _filters.anomaly_scores(emb)
+    n_anom = math.ceil(anomaly_fraction * n) if n >= 20 else 0
+    outliers = set(np.argsort(-scores, kind="stable")[:n_anom].tolist())
+    for pos in labeled:
+        if int(pos) in outliers:
+            reasons[int(pos)].append(
+                f"outlier: among the {anomaly_fraction:.0%} most unusual images of the pool"
+            )
+            trust[pos] *= CONTEXT_FACTOR
+
+    clusters = cluster_pool(emb, n_clusters or default_n_clusters(n), seed=seed)
+    weak = _weak_clusters(pool, clusters, audited, predicted == y, oof_accuracy)
+    weak_ids = {w.cluster: w for w in weak}
+    for row, pos in enumerate(audited):
+        w = weak_ids.get(int(clusters[pos]))
+        if w is not None and predicted[row] != y[row]:
+            reasons[int(pos)].append(
+                f"in weak cluster {w.cluster} (model right on {w.accuracy:.0%} of its "
+                f"{w.labels} labels vs {w.overall:.0%} overall) and the model disagrees"
+            )
+            trust[pos] *= CONTEXT_FACTOR
+
+    suspicion = 1.0 - trust
+    quality_of = {int(p): float(q) for p, q in zip(audited, quality, strict=True)}
+    ranking = labeled[np.lexsort((labeled, -suspicion[labeled]))]
+    suspects: list[Suspect] = []
+    for pos in ranking:
+        pos = int(pos)
+        if not reasons[pos] or (
+            pos in outliers and len(reasons[pos]) == 1 and quality_of.get(pos, 0.0) >= 0.5
+        ):
+            continue  # an outlier whose label the model backs is no suspect by itself
+        sugg, given_p, sugg_p = suggested.get(pos, (None, None, None))
+        suspects.append(
+            Suspect(
+                rank=len(suspects) + 1,
+                task_id=int(pool.ids[pos]),
+                ref=pool.refs[pos],
+                given=str(pool.labels[pos]),
+                suggested=sugg,
+                suspicion=round(float(suspicion[pos]), 6),
+                label_quality=quality_of.get(pos),
+                given_probability=given_p,
+                suggested_probability=sugg_p if sugg is not None else None,
+                reasons=reasons[pos],
+                cluster=int(clusters[pos]),
+            )
+        )
+    return Audit(
+        source=pool.source,
+        pool_size=n,
+        labeled=int(labeled.size),
+        audited=int(audited.size),
+        classes=list(pool.classes),
+        folds=k,
+        oof_accuracy=oof_accuracy,
+        label_issues=int(issues.sum()),
+        suspects=suspects,
+        weak_clusters=weak,
+        duplicate_conflicts=[[int(pool.ids[p]) for p in g] for g in conflicts],
+        notes=notes,
+        ranking=ranking,
+        suspicion=suspicion,
+    )
+
+
+def _identifier(pool: Pool) -> Any:
+    if pool.project_id is not None:
+        return lambda p: f"task {int(pool.ids[p])}"
+    return lambda p: pool.refs[p]
+
+
+def _duplicate_conflicts(pool: Pool, labeled: np.ndarray) -> list[list[int]]:
+    """Near-duplicate groups (pool positions) whose labelled members disagree."""
+    out = []
+    is_labeled = np.zeros(len(pool), dtype=bool)
+    is_labeled[labeled] = True
+    for group in _filters.near_duplicate_groups(pool.embeddings):
+        members = [p for p in group if is_labeled[p]]
+        if len({pool.labels[p] for p in members}) > 1:
+            out.append(members)
+    return out
+
+
+def _weak_clusters(
+    pool: Pool,
+    clusters: np.ndarray,
+    audited: np.ndarray,
+    correct: np.ndarray,
+    overall: float,
+) -> list[WeakCluster]:
+    out = []
+    for c in np.unique(clusters[audited]):
+        inside = clusters[audited] == c
+        n_labels = int(inside.sum())
+        if n_labels < WEAK_CLUSTER_MIN_LABELS:
+            continue
+        acc = float(correct[inside].mean())
+        if acc <= overall - WEAK_CLUSTER_GAP:
+            labels = [pool.labels[int(p)] for p in audited[inside]]
+            top = max(set(labels), key=labels.count) if labels else None
+            out.append(WeakCluster(int(c), n_labels, acc, overall, top))
+    return sorted(out, key=lambda w: w.accuracy)
+
+
+# --------------------------------------------------------------------------- Label Studio
+
+
+def annotator_labels(pool: Pool) -> dict[int, list[str]]:
+    """Per pool position of a Label Studio pool, the label of each non-cancelled annotation."""
+    if not pool.tasks or not pool.label_config:
+        return {}
+    from labelwheel.label_config import parse_classification_config
+
+    config = parse_classification_config(pool.label_config)
+    by_id = {int(t["id"]): t for t in pool.tasks if "id" in t}
+    out: dict[int, list[str]] = {}
+    for pos, tid in enumerate(pool.ids):
+        task = by_id.get(int(tid))
+        if task is None:
+            continue
+        chosen = []
+        for ann in task.get("annotations") or []:
+            if isinstance(ann, dict) and not ann.get("was_cancelled"):
+                labels = config.labels_from_result(ann.get("result") or [])
+                if labels:
+                    chosen.append(labels[0])
+        if len(chosen) > 1:
+            out[pos] = chosen
+    return out
+
+
+def audit_fields(suspect: Suspect) -> dict[str, Any]:
+    """The task data fields of one suspect, besides its rank (see the module docstring)."""
+    return {
+        SUGGESTED_FIELD: suspect.suggested or "",
+        SUSPICION_FIELD: round(suspect.suspicion, 3),
+        WHY_FIELD: "; ".join(suspect.reasons),
+    }
+
+
+def write_audit_view(
+    client: Any, project_id: int, audit: Audit, tasks: list[dict[str, Any]]
+) -> dict[str, Any] | None:
+    """Write the suspects to Label Studio as the view :data:`VIEW_TITLE`, most suspicious first.
+
+    Uses :func:`labelwheel.lead.plan.write_ranked_view`: the suspects get the
+    :data:`AUDIT_FIELDS`, every other task of ``tasks`` loses them, the earlier view of that title
+    is replaced (duplicates deleted). With no suspects the view is deleted and None returned.
+    """
+    return write_ranked_view(
+        client,
+        project_id,
+        tasks,
+        title=VIEW_TITLE,
+        title_prefix=VIEW_TITLE,
+        rank_field=RANK_FIELD,
+        ranked=[s.task_id for s in audit.suspects],
+        fields={s.task_id: audit_fields(s) for s in audit.suspects},
+        owned_fields=AUDIT_FIELDS[1:],
+    )
+
+
+# ------------------------------------------------------------------------------ offline CSV
+
+_HEADER_NAMES = frozenset({"filename", "file", "file name", "file_name", "path", "image", "name"})
+
+
+def read_labels_csv(path: Path | str, directory: Path | str) -> dict[str, str]:
+    """Labels from a CSV of ``file name,label`` rows for the images in ``directory``.
+
+    A file name is the image's path relative to ``directory`` or its bare name (when no other
+    image has it); a header row is optional. Returns ``{relative path: label}``. Raises
+    ValueError when the file or folder is missing, a row is malformed, a name is listed twice
+    with different labels, or names no image of the folder.
+    """
+    path, directory = Path(path), Path(directory)
+    if not path.is_file():
+        raise ValueError(f"labels file {path} does not exist")
+    if not directory.is_dir():
+        raise ValueError(f"{directory} is not a directory")
+    rel = [f.relative_to(directory).as_posix() for f in list_images(directory)]
+    known = set(rel)
+    bare: dict[str, list[str]] = {}
+    for r in rel:
+        bare.setdefault(r.rsplit("/", 1)[-1], []).append(r)
+    table: dict[str, str] = {}
+    unknown: list[str] = []
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            rows = list(csv.reader(fh))
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise ValueError(f"labels file {path} is not a readable CSV ({exc})") from None
+    for line, row in enumerate(rows, start=1):
+        cells = [c.strip() for c in row]
+        if not any(cells):
+            continue
+        if line == 1 and cells[0].lower() in _HEADER_NAMES:
+            continue
+        if len(cells) < 2 or not cells[0] or not cells[1]:
+            raise ValueError(f"{path}, line {line}: expected 'file name,label', got {row!r}")
+        name, label = cells[0], cells[1]
+        if name in known:
+            ref = name
+        elif len(bare.get(name, [])) == 1:
+            ref = bare[name][0]
+        else:
+            if len(bare.get(name, [])) > 1:
+                raise ValueError(
+                    f"{path}, line {line}: {name} is ambiguous in {directory} "
+                    f"({', '.join(bare[name][:3])}); give the relative path"
+                )
+            unknown.append(name)
+            continue
+        if table.get(ref, label) != label:
+            raise ValueError(
+                f"{path}, line {line}: {name} is listed twice with different labels "
+                f"({table[ref]!r} and {label!r})"
+            )
+        table[ref] = label
+    if unknown:
+        shown = ", ".join(unknown[:5]) + (", …" if len(unknown) > 5 else "")
+        raise ValueError(f"{len(unknown)} name(s) in {path} are not images in {directory}: {shown}")
+    if not table:
+        raise ValueError(f"labels file {path} has no labels (expected rows 'file name,label')")
+    return table
+
+
+def with_labels(pool: Pool, labels: Mapping[str, str]) -> Pool:
+    """The pool with its labels replaced by ``labels`` (``{ref: label}``; others unlabelled)."""
+    new = [labels.get(ref) for ref in pool.refs]
+    return Pool(
+        ids=pool.ids,
+        refs=pool.refs,
+        embeddings=pool.embeddings,
+        labels=new,
+        classes=tuple(sorted({lab for lab in new if lab is not None})),
+        source=pool.source,
+        project_id=pool.project_id,
+        skipped=pool.skipped,
+    )
