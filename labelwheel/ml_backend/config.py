@@ -35,13 +35,16 @@ VARIABLES: tuple[Variable, ...] = (
         "LABEL_STUDIO_URL",
         None,
         "Label Studio base URL (http://host:port). Used to fetch the unlabelled pool, uploaded "
-        "images, and to publish new model versions. Falls back to the hostname sent to /setup.",
+        "images, and to publish new model versions. Unset: the hostname sent to /setup, only "
+        "with the access_token of that same /setup (never with LABEL_STUDIO_API_KEY); a /setup "
+        "hostname never replaces it.",
     ),
     Variable(
         "LABEL_STUDIO_API_KEY",
         None,
-        "Label Studio legacy API token or personal access token. Falls back to the access_token "
-        "sent to /setup (a legacy token, refused once an organisation turns legacy tokens off).",
+        "Label Studio legacy API token or personal access token, used only with "
+        "LABEL_STUDIO_URL. Falls back to the access_token sent to /setup (a legacy token, "
+        "refused once an organisation turns legacy tokens off).",
     ),
     Variable(
         "MODEL_DIR",
