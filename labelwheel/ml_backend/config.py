@@ -8,6 +8,7 @@ Every variable is listed in :data:`VARIABLES` with its default and help text; ``
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,6 +121,19 @@ VARIABLES: tuple[Variable, ...] = (
         "30",
         "Days a webhook event summary is kept in the events log; 0 = no age limit.",
     ),
+    Variable(
+        "LABELWHEEL_S3_DIRECT_BUCKETS",
+        None,
+        "Comma-separated S3 buckets whose s3:// images the backend reads itself, with boto3 and "
+        "its own AWS credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or a "
+        "role); unset = every cloud image is read through Label Studio (no storage credentials).",
+    ),
+    Variable(
+        "LABELWHEEL_S3_ENDPOINT_URL",
+        None,
+        "S3-compatible endpoint for LABELWHEEL_S3_DIRECT_BUCKETS (MinIO, Ceph, R2...), e.g. "
+        "http://minio:9000; unset = AWS.",
+    ),
     Variable("LABELWHEEL_LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR."),
 )
 
@@ -167,6 +181,8 @@ class Settings:
     max_request_bytes: int = 64 * 2**20
     events_max: int = 100_000
     events_days: int = 30
+    s3_direct_buckets: frozenset[str] = field(default_factory=frozenset)
+    s3_endpoint_url: str | None = None
     log_level: str = "INFO"
 
     @property
@@ -248,6 +264,7 @@ class Settings:
         level = str(v["LABELWHEEL_LOG_LEVEL"]).strip().upper()
         if level not in _LOG_LEVELS:
             raise ConfigError(f"LABELWHEEL_LOG_LEVEL must be one of {', '.join(_LOG_LEVELS)}")
+        s3_buckets, s3_endpoint = _s3_direct(v)
         model_dir = Path(str(v["MODEL_DIR"])).expanduser()
         if model_dir.exists() and not model_dir.is_dir():
             raise ConfigError(f"MODEL_DIR must be a directory, got the file {str(model_dir)!r}")
@@ -272,12 +289,48 @@ class Settings:
             max_request_bytes=_int("LABELWHEEL_MAX_REQUEST_BYTES", v, 1024, 2**34),
             events_max=_int("LABELWHEEL_EVENTS_MAX", v, 0, 1_000_000_000),
             events_days=_int("LABELWHEEL_EVENTS_DAYS", v, 0, 36_500),
+            s3_direct_buckets=s3_buckets,
+            s3_endpoint_url=s3_endpoint,
             log_level=level,
         )
 
     def log_level_number(self) -> int:
         """The logging module's number for :attr:`log_level`."""
         return int(logging.getLevelName(self.log_level))
+
+
+_S3_BUCKET = re.compile(r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]")
+
+
+def _s3_direct(v: dict[str, Any]) -> tuple[frozenset[str], str | None]:
+    """LABELWHEEL_S3_DIRECT_BUCKETS and LABELWHEEL_S3_ENDPOINT_URL, validated."""
+    raw = v["LABELWHEEL_S3_DIRECT_BUCKETS"] or ""
+    items = raw.split(",") if isinstance(raw, str) else [str(b) for b in raw]
+    buckets = frozenset(b.strip() for b in items if b.strip())
+    for bucket in sorted(buckets):
+        if not _S3_BUCKET.fullmatch(bucket):
+            raise ConfigError(
+                "LABELWHEEL_S3_DIRECT_BUCKETS must be comma-separated S3 bucket names "
+                f"(3-63 of a-z 0-9 . -), got {bucket!r}"
+            )
+    endpoint = _opt_str(v["LABELWHEEL_S3_ENDPOINT_URL"])
+    if endpoint is not None:
+        parsed = urlparse(endpoint)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ConfigError(
+                "LABELWHEEL_S3_ENDPOINT_URL must be an http(s) URL like http://minio:9000, "
+                f"got {endpoint!r}"
+            )
+        endpoint = endpoint.rstrip("/")
+    if buckets:
+        from labelwheel.media.s3direct import boto3_available
+
+        if not boto3_available():
+            raise ConfigError(
+                "LABELWHEEL_S3_DIRECT_BUCKETS needs boto3: pip install boto3 "
+                "(or unset it to read cloud images through Label Studio)"
+            )
+    return buckets, endpoint
 
 
 def _opt_str(value: Any) -> str | None:

@@ -124,5 +124,15 @@ class LabelStudioLink:
                 self._fetcher = ImageFetcher(
                     policy, client.auth_headers if client is not None else None
                 )
+                if s.s3_direct_buckets:  # opt-in: these buckets with the backend's own credentials
+                    from labelwheel.media.s3direct import DirectS3Fetcher, S3DirectReader
+
+                    reader = S3DirectReader(
+                        s.s3_direct_buckets,
+                        endpoint_url=s.s3_endpoint_url,
+                        max_bytes=s.max_image_bytes,
+                        timeout=s.fetch_timeout,
+                    )
+                    self._fetcher = DirectS3Fetcher(self._fetcher, reader)
                 self._fetcher_key = key
             return self._fetcher

@@ -291,3 +291,47 @@ def test_e2e_gcs_and_azure_uri_forms_reach_label_studios_resolver(
     with pytest.raises(ImageError) as err:
         _fetcher(label_studio).fetch_bytes(path)
     assert "404" in str(err.value)
+
+
+def test_e2e_s3_proxy_mode_storage_is_read_through_label_studio(
+    client, label_studio, demo_images, moto_s3
+):
+    """A storage with ``presign`` off: Label Studio answers the resolve path with the bytes
+    itself (proxy mode), so the backend talks to Label Studio only."""
+    bucket = f"proxied-{secrets.token_hex(3)}"
+    s3 = moto_s3.client()
+    s3.create_bucket(Bucket=bucket)
+    images = demo_images.images[:3]
+    for im in images:
+        s3.put_object(Bucket=bucket, Key=im.name, Body=im.path.read_bytes())
+    pid = create_project(client, demo_images.labels)
+    storage = client.request(
+        "POST",
+        "/api/storages/s3/",
+        json={
+            "project": pid,
+            "bucket": bucket,
+            "regex_filter": r".*\.png",
+            "use_blob_urls": True,
+            "presign": False,
+            "aws_access_key_id": S3_KEY_ID,
+            "aws_secret_access_key": S3_SECRET,
+            "region_name": "us-east-1",
+            "s3_endpoint": moto_s3.endpoint,
+        },
+    ).json()
+    client.request("POST", f"/api/storages/s3/{storage['id']}/sync")
+    tasks = wait_for(
+        lambda: (t := list(client.iter_tasks(pid))) and len(t) == len(images) and t,
+        60,
+        "Label Studio imports the proxied bucket",
+    )
+    fetcher = _fetcher(label_studio)
+    by_name = {im.name: im.path.read_bytes() for im in images}
+    for task in tasks:
+        uri = _task_uri(task)
+        path = task_image_ref(uri, int(task["id"]))
+        resp = client.request("GET", path, allow_redirects=False)
+        assert resp.status_code == 200, "proxy mode: no redirect, the bytes come from Label Studio"
+        assert resp.content == by_name[uri.rsplit("/", 1)[-1]]
+        assert fetcher.fetch_bytes(path) == by_name[uri.rsplit("/", 1)[-1]]
