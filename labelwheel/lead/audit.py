@@ -10,9 +10,8 @@ The audit looks at a pool's labelled items only:
    given label disagrees with what the out-of-fold model is confident of, after estimating how
    often each class is confused with each other; ``cleanlab.rank.get_label_quality_scores``
    (self-confidence: the out-of-fold probability of the given label) scores every label.
-3. **Context checks**: near-duplicate images (the selectors' filter) that
-   carry different labels; tasks whose annotators chose different labels (Label Studio
-   projects); outliers (the most unusual 2% of the pool by anomaly score, possibly junk); and
+3. **Context checks**: near-duplicate images (the selectors' filter) that carry different
+   labels; tasks whose annotators chose different labels (Label Studio projects); outliers (the most unusual 2% of the pool by anomaly score, possibly junk); and
    items the model gets wrong inside a k-means cluster where its out-of-fold accuracy is far
    below its overall accuracy (a confusing region, or a systematic mislabelling).
 
@@ -24,26 +23,16 @@ outlier only when the model gives its label less than even odds); suspects are l
 suspicious first, each with the given label, the suggested one (the out-of-fold model's choice,
 when it differs) and the reasons.
 
-In Label Studio (:func:`write_audit_view`) the suspects form the saved view
-:data:`VIEW_TITLE`, ordered by suspicion, and carry these task data fields (removed again from
-tasks that are no longer suspects when the audit is re-run):
-
-=========================  ===============================================================
-``labelwheel_audit_rank``  1 = most suspicious (the view sorts by it)
-``labelwheel_suggested``   the label the model suggests ("" when it agrees with the given one)
-``labelwheel_suspicion``   the suspicion score, 0–1, three decimals
-``labelwheel_why``         the reasons, separated by "; "
-=========================  ===============================================================
+Where audits come from and go to (the labels CSV, Label Studio's view and task fields):
+:mod:`labelwheel.lead.audit_io`.
 """
 
 from __future__ import annotations
 
-import csv
 import math
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -51,33 +40,21 @@ import numpy as np
 from labelwheel.head import Scaling, fit_codes
 from labelwheel.lead import _filters
 from labelwheel.lead.coverage import cluster_pool, default_n_clusters
-from labelwheel.lead.plan import write_ranked_view
-from labelwheel.pool import Pool, list_images
+from labelwheel.pool import Pool
 
 __all__ = [
-    "AUDIT_FIELDS",
     "CONFLICT_FACTOR",
     "CONTEXT_FACTOR",
     "MIN_LABELS",
-    "RANK_FIELD",
     "VIEW_TITLE",
     "Audit",
     "Suspect",
     "WeakCluster",
     "audit_pool",
     "out_of_fold_probabilities",
-    "read_labels_csv",
-    "with_labels",
-    "write_audit_view",
 ]
 
 VIEW_TITLE = "labelwheel: review suspected label errors"
-RANK_FIELD = "labelwheel_audit_rank"
-SUGGESTED_FIELD = "labelwheel_suggested"
-SUSPICION_FIELD = "labelwheel_suspicion"
-WHY_FIELD = "labelwheel_why"
-AUDIT_FIELDS = (RANK_FIELD, SUGGESTED_FIELD, SUSPICION_FIELD, WHY_FIELD)
-"""The task data fields the audit writes (and removes from tasks that are no longer suspects)."""
 
 MIN_LABELS = 10
 """Labels an audit needs at the least (of at least two classes, two labels each)."""
@@ -212,7 +189,8 @@ def audit_pool(
     """Rank the pool's labels by how likely they are wrong; see the module docstring.
 
     ``annotator_labels``: per pool position, the labels different annotators chose (a Label
-    Studio project: :func:`annotator_labels`); more than one distinct label is a conflict.
+    Studio project: :func:`labelwheel.lead.audit_io.annotator_labels`); more than one distinct
+    label is a conflict.
     Raises ValueError for a multi-label pool or too few labels.
     """
     if pool.multi_label:
@@ -385,141 +363,3 @@ def _weak_clusters(
             top = max(set(labels), key=labels.count) if labels else None
             out.append(WeakCluster(int(c), n_labels, acc, overall, top))
     return sorted(out, key=lambda w: w.accuracy)
-
-
-# --------------------------------------------------------------------------- Label Studio
-
-
-def annotator_labels(pool: Pool) -> dict[int, list[str]]:
-    """Per pool position of a Label Studio pool, the label of each non-cancelled annotation."""
-    if not pool.tasks or not pool.label_config:
-        return {}
-    from labelwheel.label_config import parse_classification_config
-
-    config = parse_classification_config(pool.label_config)
-    by_id = {int(t["id"]): t for t in pool.tasks if "id" in t}
-    out: dict[int, list[str]] = {}
-    for pos, tid in enumerate(pool.ids):
-        task = by_id.get(int(tid))
-        if task is None:
-            continue
-        chosen = []
-        for ann in task.get("annotations") or []:
-            if isinstance(ann, dict) and not ann.get("was_cancelled"):
-                labels = config.labels_from_result(ann.get("result") or [])
-                if labels:
-                    chosen.append(labels[0])
-        if len(chosen) > 1:
-            out[pos] = chosen
-    return out
-
-
-def audit_fields(suspect: Suspect) -> dict[str, Any]:
-    """The task data fields of one suspect, besides its rank (see the module docstring)."""
-    return {
-        SUGGESTED_FIELD: suspect.suggested or "",
-        SUSPICION_FIELD: round(suspect.suspicion, 3),
-        WHY_FIELD: "; ".join(suspect.reasons),
-    }
-
-
-def write_audit_view(
-    client: Any, project_id: int, audit: Audit, tasks: list[dict[str, Any]]
-) -> dict[str, Any] | None:
-    """Write the suspects to Label Studio as the view :data:`VIEW_TITLE`, most suspicious first.
-
-    Uses :func:`labelwheel.lead.plan.write_ranked_view`: the suspects get the
-    :data:`AUDIT_FIELDS`, every other task of ``tasks`` loses them, the earlier view of that title
-    is replaced (duplicates deleted). With no suspects the view is deleted and None returned.
-    """
-    return write_ranked_view(
-        client,
-        project_id,
-        tasks,
-        title=VIEW_TITLE,
-        title_prefix=VIEW_TITLE,
-        rank_field=RANK_FIELD,
-        ranked=[s.task_id for s in audit.suspects],
-        fields={s.task_id: audit_fields(s) for s in audit.suspects},
-        owned_fields=AUDIT_FIELDS[1:],
-    )
-
-
-# ------------------------------------------------------------------------------ offline CSV
-
-_HEADER_NAMES = frozenset({"filename", "file", "file name", "file_name", "path", "image", "name"})
-
-
-def read_labels_csv(path: Path | str, directory: Path | str) -> dict[str, str]:
-    """Labels from a CSV of ``file name,label`` rows for the images in ``directory``.
-
-    A file name is the image's path relative to ``directory`` or its bare name (when no other
-    image has it); a header row is optional. Returns ``{relative path: label}``. Raises
-    ValueError when the file or folder is missing, a row is malformed, a name is listed twice
-    with different labels, or names no image of the folder.
-    """
-    path, directory = Path(path), Path(directory)
-    if not path.is_file():
-        raise ValueError(f"labels file {path} does not exist")
-    if not directory.is_dir():
-        raise ValueError(f"{directory} is not a directory")
-    rel = [f.relative_to(directory).as_posix() for f in list_images(directory)]
-    known = set(rel)
-    bare: dict[str, list[str]] = {}
-    for r in rel:
-        bare.setdefault(r.rsplit("/", 1)[-1], []).append(r)
-    table: dict[str, str] = {}
-    unknown: list[str] = []
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as fh:
-            rows = list(csv.reader(fh))
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise ValueError(f"labels file {path} is not a readable CSV ({exc})") from None
-    for line, row in enumerate(rows, start=1):
-        cells = [c.strip() for c in row]
-        if not any(cells):
-            continue
-        if line == 1 and cells[0].lower() in _HEADER_NAMES:
-            continue
-        if len(cells) < 2 or not cells[0] or not cells[1]:
-            raise ValueError(f"{path}, line {line}: expected 'file name,label', got {row!r}")
-        name, label = cells[0], cells[1]
-        if name in known:
-            ref = name
-        elif len(bare.get(name, [])) == 1:
-            ref = bare[name][0]
-        else:
-            if len(bare.get(name, [])) > 1:
-                raise ValueError(
-                    f"{path}, line {line}: {name} is ambiguous in {directory} "
-                    f"({', '.join(bare[name][:3])}); give the relative path"
-                )
-            unknown.append(name)
-            continue
-        if table.get(ref, label) != label:
-            raise ValueError(
-                f"{path}, line {line}: {name} is listed twice with different labels "
-                f"({table[ref]!r} and {label!r})"
-            )
-        table[ref] = label
-    if unknown:
-        shown = ", ".join(unknown[:5]) + (", …" if len(unknown) > 5 else "")
-        raise ValueError(f"{len(unknown)} name(s) in {path} are not images in {directory}: {shown}")
-    if not table:
-        raise ValueError(f"labels file {path} has no labels (expected rows 'file name,label')")
-    return table
-
-
-def with_labels(pool: Pool, labels: Mapping[str, str]) -> Pool:
-    """The pool with its labels replaced by ``labels`` (``{ref: label}``; others unlabelled)."""
-    new = [labels.get(ref) for ref in pool.refs]
-    return Pool(
-        ids=pool.ids,
-        refs=pool.refs,
-        embeddings=pool.embeddings,
-        labels=new,
-        classes=tuple(sorted({lab for lab in new if lab is not None})),
-        source=pool.source,
-        project_id=pool.project_id,
-        skipped=pool.skipped,
-    )

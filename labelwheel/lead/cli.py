@@ -538,9 +538,9 @@ def audit_command(
     labelwheel_audit_rank, labelwheel_suggested, labelwheel_suspicion and labelwheel_why.
     Re-running replaces the view and clears the fields of tasks no longer suspected.
     """
-    from labelwheel.lead.audit import (
+    from labelwheel.lead.audit import audit_pool
+    from labelwheel.lead.audit_io import (
         annotator_labels,
-        audit_pool,
         read_labels_csv,
         with_labels,
         write_audit_view,

@@ -13,14 +13,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from labelwheel.cli import cli
-from labelwheel.lead.audit import (
-    AUDIT_FIELDS,
-    RANK_FIELD,
-    VIEW_TITLE,
-    audit_pool,
-    read_labels_csv,
-    with_labels,
-)
+from labelwheel.lead.audit import VIEW_TITLE, audit_pool
+from labelwheel.lead.audit_io import AUDIT_FIELDS, RANK_FIELD, read_labels_csv, with_labels
 from labelwheel.pool import Pool
 
 
