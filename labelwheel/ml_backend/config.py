@@ -81,7 +81,12 @@ VARIABLES: tuple[Variable, ...] = (
         "40000000",
         "Largest decoded image in pixels (decompression-bomb guard).",
     ),
-    Variable("LABELWHEEL_FETCH_TIMEOUT", "10", "Timeout of one image fetch, in seconds."),
+    Variable(
+        "LABELWHEEL_FETCH_TIMEOUT",
+        "10",
+        "One total deadline per image fetch (connecting, headers, body and redirects together), "
+        "in seconds.",
+    ),
     Variable(
         "LABELWHEEL_ALLOWED_HOSTS",
         "",
