@@ -18,6 +18,7 @@ _COMMANDS: dict[str, str] = {
     "simulate": "labelwheel.simulate.cli:simulate_command",
     "serve": "labelwheel.ml_backend.cli:serve_command",
     "connect": "labelwheel.connect:connect_command",
+    "doctor": "labelwheel.doctor.cli:doctor_command",
     "up": "labelwheel.demo.cli:up_command",
     "down": "labelwheel.demo.cli:down_command",
     "plan": "labelwheel.lead.cli:plan_command",
