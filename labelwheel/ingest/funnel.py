@@ -78,6 +78,7 @@ class FunnelPass:
     candidates: list[Candidate] = field(default_factory=list)
     dropped: list[Outcome] = field(default_factory=list)
     skipped: list[Outcome] = field(default_factory=list)
+    landed: list[tuple[str, int]] = field(default_factory=list)  # (sha, task id) to complete
     listed: int = 0
     read: int = 0
     seconds: float = 0.0
@@ -241,8 +242,9 @@ def _decide(
         if p.sha in ctx.shas:
             task_id = ctx.shas[p.sha]
             if earlier is not None and earlier.status == "uploading":
-                # the upload an interrupted run started did land: record it, import nothing
-                records.append(LedgerItem(p.sha, earlier.key, "imported", task_id=task_id))
+                # the upload an interrupted run started did land: import nothing, complete its
+                # task data (the caller does, then records it as imported)
+                result.landed.append((p.sha, task_id))
                 result.skipped.append(
                     Outcome(key, "skipped", "already_imported", f"task {task_id}", p.sha)
                 )

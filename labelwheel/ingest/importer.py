@@ -10,6 +10,7 @@ images (by hash) and records it as imported instead of uploading it again.
 
 from __future__ import annotations
 
+import json
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
@@ -21,7 +22,7 @@ from labelwheel.ingest.sources import Source, SourceItem
 from labelwheel.ingest.state import Ledger, LedgerItem
 from labelwheel.media import ImageError
 
-__all__ = ["ImportPick", "Imported", "import_picks"]
+__all__ = ["ImportPick", "Imported", "complete_landed", "import_picks"]
 
 IMPORT_BATCH = 20
 
@@ -96,17 +97,40 @@ def _import_batch(
             results.append(Imported(pick.item.key, pick.sha, None, f"unreadable: {exc.reason}"))
     if not ready:
         return results
-    ledger.record([LedgerItem(p.sha, p.item.key, "uploading") for p, _ in ready])
+    ledger.record(
+        [LedgerItem(p.sha, p.item.key, "uploading", fields=json.dumps(p.fields)) for p, _ in ready]
+    )
     ids = client.import_files(project_id, [path for _, path in ready])
     if len(ids) != len(ready):
         raise RuntimeError(f"Label Studio created {len(ids)} tasks for {len(ready)} uploaded files")
     done: list[LedgerItem] = []
     for (pick, _), task_id in zip(ready, ids, strict=True):
-        task = client.get_task(task_id)
-        data = dict(task.get("data") or {})
-        data.update(pick.fields)
-        client.request("PATCH", f"/api/tasks/{int(task_id)}", json={"data": data})
+        _add_fields(client, task_id, pick.fields)
         done.append(LedgerItem(pick.sha, pick.item.key, "imported", task_id=int(task_id)))
         results.append(Imported(pick.item.key, pick.sha, int(task_id)))
     ledger.record(done)
     return results
+
+
+def _add_fields(client: Any, task_id: int, fields: dict[str, Any]) -> None:
+    """Merge ``fields`` into a task's data (Label Studio replaces data as a whole on PATCH)."""
+    task = client.get_task(task_id)
+    data = dict(task.get("data") or {})
+    data.update(fields)
+    client.request("PATCH", f"/api/tasks/{int(task_id)}", json={"data": data})
+
+
+def complete_landed(client: Any, ledger: Ledger, landed: Sequence[tuple[str, int]]) -> int:
+    """Finish uploads that an interrupted run made but did not record: give each task the
+    fields stored with its ``uploading`` record, then record it as imported. Returns how many."""
+    done = 0
+    for sha, task_id in landed:
+        item = ledger.get(sha)
+        if item is None or item.status != "uploading":
+            continue
+        fields = json.loads(item.fields) if item.fields else {}
+        if fields:
+            _add_fields(client, task_id, fields)
+        ledger.record([LedgerItem(sha, item.key, "imported", task_id=int(task_id))])
+        done += 1
+    return done

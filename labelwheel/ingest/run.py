@@ -11,7 +11,7 @@ import numpy as np
 
 from labelwheel.features import Embedder
 from labelwheel.ingest.funnel import DROP_REASONS, FunnelPass, run_funnel
-from labelwheel.ingest.importer import ImportPick, import_picks
+from labelwheel.ingest.importer import ImportPick, complete_landed, import_picks
 from labelwheel.ingest.project import SHA_FIELD, load_project_context
 from labelwheel.ingest.scoring import score_candidates
 from labelwheel.ingest.sources import Source
@@ -52,6 +52,7 @@ class IngestReport:
     project_labeled: int
     picked: list[dict[str, Any]] = field(default_factory=list)
     deferred: int = 0
+    resumed: int = 0  # uploads of an interrupted run found in the project and completed
     import_errors: list[dict[str, str]] = field(default_factory=list)
     cost_per_label: float | None = None
     ledger: str | None = None
@@ -96,6 +97,7 @@ class IngestReport:
             "passed": len(f.candidates),
             imported_key: len(self.picked) - len(self.import_errors),
             "deferred": self.deferred,
+            "resumed_uploads": self.resumed,
             "tasks": self.picked,
             "import_errors": self.import_errors,
             "cost_of_dropped": cost,
@@ -117,6 +119,9 @@ def ingest(
     """Run the funnel on ``source`` for ``project_id`` and import what passes (unless dry run)."""
     if options.budget is not None and options.budget < 0:
         raise ValueError(f"--budget must be at least 0, got {options.budget}")
+    from labelwheel.pool import get_project_or_fail
+
+    get_project_or_fail(client, project_id)  # before a ledger is made for a project that is not
     embedder = Embedder(
         options.backbone, options.image_size, options.batch_size, cache_root=cache_dir
     )
@@ -145,6 +150,8 @@ def ingest(
             cost_per_label=options.cost_per_label,
             ledger=None if options.dry_run and not ledger_path.exists() else str(ledger_path),
         )
+        if funnel.landed and not options.dry_run:
+            report.resumed = complete_landed(client, ledger, funnel.landed)
         cands = funnel.candidates
         if not cands:
             return report

@@ -10,7 +10,8 @@ Tables:
 
 * ``items``: one row per image content (SHA-256): ``status`` is ``dropped`` (with the reason),
   ``passed`` (kept by the funnel, not imported yet: over budget, or the run stopped), ``uploading``
-  (an upload was started: the next run checks the project for that content before trying again)
+  (an upload was started, with the task fields it carries: the next run checks the project for
+  that content before trying again, and completes a landed upload's task data)
   or ``imported`` (with the task id);
 * ``keys``: source key → (size, version, hash), so a re-run recognises an unchanged item without
   reading it;
@@ -46,6 +47,7 @@ CREATE TABLE IF NOT EXISTS items (
     reason TEXT,
     detail TEXT,
     task_id INTEGER,
+    fields TEXT,
     updated REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS keys (
@@ -77,6 +79,7 @@ class LedgerItem:
     reason: str | None = None
     detail: str | None = None
     task_id: int | None = None
+    fields: str | None = None  # JSON of the task data fields an upload carries
 
 
 class Ledger:
@@ -134,7 +137,8 @@ class Ledger:
         if self._conn is None:
             return None
         row = self._conn.execute(
-            "SELECT sha, key, status, reason, detail, task_id FROM items WHERE sha=?", (sha,)
+            "SELECT sha, key, status, reason, detail, task_id, fields FROM items WHERE sha=?",
+            (sha,),
         ).fetchone()
         return LedgerItem(*row) if row else None
 
@@ -142,7 +146,7 @@ class Ledger:
         """Every recorded decision (with ``status``, only those)."""
         if self._conn is None:
             return []
-        sql = "SELECT sha, key, status, reason, detail, task_id FROM items"
+        sql = "SELECT sha, key, status, reason, detail, task_id, fields FROM items"
         rows = (
             self._conn.execute(sql + " WHERE status=? ORDER BY key", (status,)).fetchall()
             if status
@@ -175,11 +179,15 @@ class Ledger:
         now = time.time()
         with self._transaction() as conn:
             conn.executemany(
-                "INSERT INTO items(sha, key, status, reason, detail, task_id, updated) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(sha) DO UPDATE SET key=excluded.key, "
+                "INSERT INTO items(sha, key, status, reason, detail, task_id, fields, updated) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(sha) DO UPDATE SET key=excluded.key, "
                 "status=excluded.status, reason=excluded.reason, detail=excluded.detail, "
-                "task_id=excluded.task_id, updated=excluded.updated",
-                [(i.sha, i.key, i.status, i.reason, i.detail, i.task_id, now) for i in items],
+                "task_id=excluded.task_id, fields=COALESCE(excluded.fields, items.fields), "
+                "updated=excluded.updated",
+                [
+                    (i.sha, i.key, i.status, i.reason, i.detail, i.task_id, i.fields, now)
+                    for i in items
+                ],
             )
             conn.executemany(
                 "INSERT INTO keys(key, size, version, sha) VALUES (?, ?, ?, ?) "
