@@ -22,8 +22,9 @@ unlabelled tasks, then the project's model version.
 from __future__ import annotations
 
 import base64
+import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,11 +38,13 @@ __all__ = [
     "VIEW_TITLE",
     "ConnectError",
     "ConnectResult",
+    "PublishPacing",
     "basic_auth_header",
     "check_backend",
     "connect_command",
     "connect_project",
     "publish_version",
+    "retrieve_in_chunks",
 ]
 
 VIEW_TITLE = "labelwheel: most informative first"
@@ -215,7 +218,9 @@ def connect_project(
 
     if retrieve:
         try:
-            client.retrieve_predictions(project_id)
+            retrieve_in_chunks(
+                client, project_id, [int(t["id"]) for t in client.iter_tasks(project_id)]
+            )
         except LabelStudioError as exc:
             raise ConnectError(f"retrieving predictions failed: {exc}") from None
 
@@ -257,14 +262,65 @@ def connect_project(
     )
 
 
+@dataclass(frozen=True)
+class PublishPacing:
+    """How predictions are written into Label Studio: in chunks of ``chunk_size`` tasks with
+    ``pause`` seconds between chunks, each chunk tried again ``busy_retries`` times with
+    backoff when Label Studio answers 5xx. On Label Studio's default SQLite, one large write
+    locks the database and annotators' own requests (``/next``, saving an annotation) get
+    500 "database is locked"; small chunks with pauses let them through."""
+
+    chunk_size: int = 50
+    pause: float = 0.25
+    busy_retries: int = 6
+
+    def __post_init__(self) -> None:
+        if self.chunk_size < 1:
+            raise ValueError("chunk_size must be at least 1")
+        if self.pause < 0:
+            raise ValueError("pause must be >= 0")
+        if self.busy_retries < 0:
+            raise ValueError("busy_retries must be >= 0")
+
+
+DEFAULT_PACING = PublishPacing()
+
+
+def retrieve_in_chunks(
+    client: LabelStudioClient,
+    project_id: int,
+    task_ids: Sequence[int],
+    pacing: PublishPacing = DEFAULT_PACING,
+    progress: Callable[[int, int], None] | None = None,
+) -> int:
+    """Run Label Studio's "Retrieve predictions" for ``task_ids``, paced by ``pacing``.
+
+    ``progress(done, total)`` is called after each chunk. Returns the number of tasks asked for.
+    """
+    ids = [int(t) for t in task_ids]
+    total = len(ids)
+    for start in range(0, total, pacing.chunk_size):
+        if start and pacing.pause:
+            time.sleep(pacing.pause)
+        chunk = ids[start : start + pacing.chunk_size]
+        client.retrieve_predictions(project_id, chunk, busy_retries=pacing.busy_retries)
+        if progress is not None:
+            progress(start + len(chunk), total)
+    return total
+
+
 def publish_version(
     client: LabelStudioClient,
     project_id: int,
     version: str,
     task_ids: Sequence[int] | None = None,
+    *,
+    pacing: PublishPacing = DEFAULT_PACING,
+    progress: Callable[[int, int], None] | None = None,
 ) -> int:
     """Make Label Studio rank by a new model version: retrieve predictions for ``task_ids``
-    (default: every task without an annotation), then set the project's model version.
+    (default: every task without an annotation) in paced chunks (:class:`PublishPacing`), then
+    set the project's model version.
 
     Label Studio asks the backend's ``/predict`` for every selected task lacking a prediction of
     the version the backend's ``/setup`` reports, so the backend must already serve ``version``.
@@ -278,8 +334,8 @@ def publish_version(
         ids = [int(t) for t in task_ids]
     if not ids:
         return 0
-    client.retrieve_predictions(project_id, ids)
-    client.set_project_model_version(project_id, version)
+    retrieve_in_chunks(client, project_id, ids, pacing, progress)
+    client.set_project_model_version(project_id, version, busy_retries=pacing.busy_retries)
     return len(ids)
 
 

@@ -37,6 +37,11 @@ _LEGACY_TOKEN = re.compile(r"[0-9a-fA-F]{40}")
 _REFRESH_MARGIN_S = 30.0
 _IMPORT_BATCH_FILES = 50
 _IMPORT_BATCH_TASKS = 1000
+# Label Studio on its default SQLite answers 5xx ("database is locked") while another client writes
+# many rows; calls made with ``busy_retries`` back off and try again on these.
+_BUSY_STATUSES = frozenset({500, 502, 503, 504})
+_BUSY_BACKOFF_S = 0.5
+_BUSY_BACKOFF_MAX_S = 8.0
 
 
 class LabelStudioError(RuntimeError):
@@ -183,12 +188,30 @@ class LabelStudioClient:
             return path
         return f"{self.url}/{path.lstrip('/')}"
 
-    def request(self, method: str, path: str, **kw: Any) -> requests.Response:
+    def request(
+        self, method: str, path: str, *, busy_retries: int = 0, **kw: Any
+    ) -> requests.Response:
         """Send an authenticated request; raise :class:`LabelStudioError` on failure (>= 400).
 
         ``path`` is relative to the server (``/api/projects``) or an absolute URL on it. Keyword
         arguments go to ``requests`` (``params``, ``json``, ``files``, ``timeout``, ...).
+        ``busy_retries``: for idempotent calls, how many times to try again, with exponential
+        backoff (0.5 s doubling, at most 8 s), when Label Studio answers 5xx (on SQLite: "database
+        is locked" while another client writes).
         """
+        delay = _BUSY_BACKOFF_S
+        for _ in range(max(0, int(busy_retries))):
+            try:
+                return self._request_once(method, path, **kw)
+            except LabelStudioError as exc:
+                if exc.status not in _BUSY_STATUSES:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, _BUSY_BACKOFF_MAX_S)
+            _rewind(kw.get("files"))
+        return self._request_once(method, path, **kw)
+
+    def _request_once(self, method: str, path: str, **kw: Any) -> requests.Response:
         method = method.upper()
         url = self._absolute(path)
         call = f"{method} {urllib.parse.urlsplit(url).path}"
@@ -303,12 +326,17 @@ class LabelStudioClient:
         """Delete a project and its tasks."""
         self.request("DELETE", f"/api/projects/{int(project_id)}")
 
-    def set_project_model_version(self, project_id: int, version: str) -> None:
+    def set_project_model_version(
+        self, project_id: int, version: str, *, busy_retries: int = 0
+    ) -> None:
         """Set the project's model version (the one ``predictions_score`` counts).
 
         Label Studio refuses (400) a version for which no prediction exists yet."""
         self.request(
-            "PATCH", f"/api/projects/{int(project_id)}", json={"model_version": str(version)}
+            "PATCH",
+            f"/api/projects/{int(project_id)}",
+            json={"model_version": str(version)},
+            busy_retries=busy_retries,
         )
 
     # -- tasks ------------------------------------------------------------------------------
@@ -428,10 +456,13 @@ class LabelStudioClient:
 
     # -- predictions ------------------------------------------------------------------------
 
-    def retrieve_predictions(self, project_id: int, task_ids: Sequence[int] | None = None) -> None:
+    def retrieve_predictions(
+        self, project_id: int, task_ids: Sequence[int] | None = None, *, busy_retries: int = 0
+    ) -> None:
         """Run the "Retrieve predictions" action: Label Studio asks the ML backend for every
         selected task (all tasks when ``task_ids`` is None) lacking a prediction of the
-        backend's current version, and stores the answers."""
+        backend's current version, and stores the answers. The action is idempotent, so
+        ``busy_retries`` (see :meth:`request`) is safe."""
         if task_ids is None:
             selected: dict[str, Any] = {"all": True, "excluded": []}
         else:
@@ -445,6 +476,7 @@ class LabelStudioClient:
             params={"id": "retrieve_tasks_predictions", "project": int(project_id)},
             json={"selectedItems": selected},
             timeout=max(self.timeout, 600.0),
+            busy_retries=busy_retries,
         )
 
     def create_prediction(

@@ -80,6 +80,8 @@ class BackendService:
         )
         self.published: dict[int, str] = {}
         self.publish_errors: dict[int, str] = {}
+        # per project: (tasks predicted, tasks to predict) of the publish under way
+        self.publishing: dict[int, tuple[int, int]] = {}
 
     def start(self) -> None:
         """Load the serving version of every known project (the newest readable artifact;
@@ -146,12 +148,21 @@ class BackendService:
                 "labelwheel.connect.publish_version is unavailable; %s not published", version.name
             )
             return
+
+        def progress(done: int, total: int) -> None:
+            self.publishing[project_id] = (done, total)
+            log.info(
+                "project %d: publishing %s: %d of %d tasks", project_id, version.name, done, total
+            )
+
         try:
-            publish_version(client, project_id, version.name)
+            publish_version(client, project_id, version.name, progress=progress)
         except Exception as exc:
             self.publish_errors[project_id] = str(exc)
             log.error("project %d: publishing %s failed: %s", project_id, version.name, exc)
             return
+        finally:
+            self.publishing.pop(project_id, None)
         self.published[project_id] = version.name
         self.publish_errors.pop(project_id, None)
         log.info("project %d: published %s to Label Studio", project_id, version.name)
