@@ -33,7 +33,9 @@ from a foreign host back to Label Studio is refused; a hop off the origin never 
 credentials and goes only to an allow-listed host, except the hop right after Label Studio's own
 ``/tasks/<id>/resolve/`` or ``/presign/`` endpoint, which may go to any http(s) host (that is how
 Label Studio hands out presigned cloud-storage URLs: the storage's credentials stay in Label
-Studio, the signature is in the URL).
+Studio, the signature is in the URL) when ``storage_redirects`` is on; the ML backend turns it off
+when its Label Studio URL is only the hostname an unauthenticated ``/setup`` named, so that such
+a caller cannot point the fetcher at any internal URL.
 
 One total deadline (``timeout``) covers each fetch: waiting for a connection slot, name
 resolution, connecting, TLS, headers, body and every redirect; a server that trickles bytes is cut
@@ -89,6 +91,9 @@ class ImagePolicy:
     timeout: float = 10.0  # one total deadline per fetch, redirects included
     max_pixels: int = 40_000_000
     max_per_host: int = 4  # concurrent fetches against one host
+    # follow Label Studio's resolve/presign redirect to any host (its presigned storage URL);
+    # off: only to allow-listed hosts (for a Label Studio URL nobody configured, e.g. /setup's)
+    storage_redirects: bool = True
 
     def __post_init__(self) -> None:
         if self.max_per_host < 1:
@@ -250,10 +255,16 @@ class ImageFetcher:
                 reason = "not a Label Studio media path" if hop == 0 else "redirect not to media"
                 raise ImageError(reason, url.path[:80])
             return True
-        if after_resolver:
+        if after_resolver and self.policy.storage_redirects:
             return False  # Label Studio's presigned storage URL: any host, never credentials
         if url.host in self._allowed or f"{url.host}:{url.port}" in self._allowed:
             return False
+        if after_resolver:
+            raise ImageError(
+                "redirect to a host not allowed",
+                f"{url.host} (storage redirects are followed to any host only from a configured "
+                "Label Studio URL)",
+            )
         raise ImageError(
             "host not allowed" if hop == 0 else "redirect to a host not allowed", url.host
         )

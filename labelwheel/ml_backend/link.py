@@ -120,6 +120,8 @@ class LabelStudioLink:
                     max_bytes=s.max_image_bytes,
                     timeout=s.fetch_timeout,
                     max_pixels=s.max_image_pixels,
+                    # Label Studio's storage redirects go to any host only from a configured URL
+                    storage_redirects=bool(s.label_studio_url),
                 )
                 self._fetcher = ImageFetcher(
                     policy, client.auth_headers if client is not None else None

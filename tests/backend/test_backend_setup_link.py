@@ -7,12 +7,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from backend_helpers import CONFIG_SINGLE, png_bytes
 
+from labelwheel.media import ImageError
 from labelwheel.ml_backend import get_service
 
 ENV_KEY = "e" * 40  # the backend's own key (legacy-token form)
@@ -26,6 +28,7 @@ class Host:
 
     def __init__(self, address: str) -> None:
         self.requests: list[tuple[str, dict[str, str]]] = []
+        self.redirects: dict[str, str] = {}  # path -> Location of a 303
         host = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -34,6 +37,13 @@ class Host:
 
             def do_GET(self) -> None:
                 host.requests.append((self.path, dict(self.headers)))
+                location = host.redirects.get(self.path.partition("?")[0])
+                if location is not None:
+                    self.send_response(303)
+                    self.send_header("Location", location)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 body = PNG if self.path.startswith("/data/upload/") else b"{}"
                 self.send_response(200 if self.path.startswith("/data/upload/") else 404)
                 self.send_header("Content-Length", str(len(body)))
@@ -142,6 +152,30 @@ def test_setup_token_with_the_configured_url(make_app: Any, ls: Host, canary: Ho
     predict(client, "/data/upload/1/a.png")
     assert ls.fetched() == [("/data/upload/1/a.png", f"Token {SETUP_TOKEN}")]
     assert canary.requests == []
+
+
+def test_storage_redirects_trusted_only_from_a_configured_url(
+    make_app: Any, ls: Host, canary: Host, tmp_path: Path
+) -> None:
+    """Label Studio's resolve endpoint may redirect to any host (its presigned storage URL), but
+    only a configured Label Studio is trusted with that: a /setup hostname is not."""
+    storage = Host("127.0.0.3")
+    try:
+        for server in (ls, canary):
+            server.redirects["/tasks/1/resolve/"] = f"{storage.url}/data/upload/bucket/1.png"
+        ref = "/tasks/1/resolve/?fileuri=czM6Ly9idWNrZXQvMS5wbmc="
+        configured = make_app(LABEL_STUDIO_URL=ls.url, LABEL_STUDIO_API_KEY=ENV_KEY)
+        assert get_service(configured).link.fetcher().fetch_bytes(ref) == PNG
+        assert storage.fetched() == [("/data/upload/bucket/1.png", None)]
+
+        from_setup = make_app(MODEL_DIR=str(tmp_path / "other_model_dir"))
+        setup(from_setup.test_client(), hostname=canary.url, access_token=SETUP_TOKEN)
+        with pytest.raises(ImageError, match="redirect to a host not allowed"):
+            get_service(from_setup).link.fetcher().fetch_bytes(ref)
+        assert len(storage.requests) == 1  # not contacted again
+        assert ls.auth() == [f"Token {ENV_KEY}"] and canary.auth() == [f"Token {SETUP_TOKEN}"]
+    finally:
+        storage.close()
 
 
 @pytest.mark.parametrize(

@@ -236,6 +236,24 @@ def test_resolve_redirect_is_followed_without_the_token(ls: Recorder, canary: Re
     assert len(ls.authorized()) == 2
 
 
+def test_storage_redirects_can_be_limited_to_allowed_hosts(ls: Recorder, canary: Recorder) -> None:
+    canary.routes["/bucket/1.png"] = (200, {}, PNG)
+    ls.routes["/tasks/12/resolve/"] = (303, {"Location": f"{canary.url}/bucket/1.png"}, b"")
+    ref = f"/tasks/12/resolve/?fileuri={FILEURI}"
+
+    def closed(allowed: frozenset[str]) -> ImageFetcher:
+        policy = ImagePolicy(ls.url, None, allowed_hosts=allowed, storage_redirects=False)
+        return ImageFetcher(policy, lambda: {"Authorization": TOKEN})
+
+    with pytest.raises(ImageError) as e:
+        closed(frozenset()).fetch_bytes(ref)
+    assert e.value.reason == "redirect to a host not allowed"
+    assert "configured Label Studio URL" in (e.value.detail or "")
+    assert canary.requests == []
+    assert closed(frozenset({"127.0.0.2"})).fetch_bytes(ref) == PNG
+    assert canary.authorized() == []
+
+
 def test_other_label_studio_redirects_go_only_to_allowed_hosts(
     ls: Recorder, canary: Recorder
 ) -> None:
