@@ -388,6 +388,7 @@ def http_get(url: HttpURL, headers: Mapping[str, str], deadline: Deadline, max_b
     guard = _Guard()
     entry = _WATCHDOG.arm(deadline.at, guard.expire)
     connected = False
+    conn: http.client.HTTPConnection | None = None
     try:
         sock = _connect(url, deadline, guard)
         connected = True
@@ -416,7 +417,9 @@ def http_get(url: HttpURL, headers: Mapping[str, str], deadline: Deadline, max_b
         raise ImageError("download failed", exc.__class__.__name__) from None
     finally:
         _WATCHDOG.disarm(entry)
-        guard.close()
+        guard.close()  # first: no shutdown by the watchdog after this point
+        if conn is not None:
+            conn.close()  # the response's file object too, so the socket is really closed
 
 
 def _decoder(resp: http.client.HTTPResponse) -> zlib._Decompress | None:

@@ -123,3 +123,27 @@ def test_policy_limits_are_validated() -> None:
         ImagePolicy(None, None, max_per_host=0)
     with pytest.raises(ValueError, match="timeout"):
         ImagePolicy(None, None, timeout=0)
+
+
+def test_no_socket_is_left_open(ls: Recorder, trickler: Trickler) -> None:
+    import gc
+    import os
+
+    ls.routes["/data/upload/ok.png"] = (200, {}, PNG)
+    fetcher = make(ls, 0.3)
+
+    def open_fds() -> int:
+        gc.collect()
+        return len(os.listdir("/proc/self/fd"))
+
+    fetcher.fetch_bytes("/data/upload/ok.png")  # warm up (watchdog thread, imports)
+    before = open_fds()
+    for _ in range(30):
+        assert fetcher.fetch_bytes("/data/upload/ok.png") == PNG
+        with pytest.raises(ImageError, match="HTTP 404"):
+            fetcher.fetch_bytes("/data/upload/missing.png")
+    for _ in range(3):
+        with pytest.raises(ImageError, match="timeout"):
+            fetcher.fetch_bytes(f"{trickler.url}/a.png")
+    time.sleep(0.2)
+    assert open_fds() <= before + 2  # the servers' own sockets may linger briefly
