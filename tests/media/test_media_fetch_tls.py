@@ -1,0 +1,104 @@
+"""HTTPS through the media transport: certificates are verified, the handshake is under the same
+deadline, and a trusted server is fetched (a real TLS server on loopback, openssl's certificate)."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from media_servers import TOKEN, png_bytes
+
+from labelwheel.media import ImageError, ImageFetcher, ImagePolicy, transport
+
+PNG = png_bytes()
+
+pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
+
+
+@pytest.fixture(scope="module")
+def cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    d = tmp_path_factory.mktemp("tls")
+    key, crt = d / "key.pem", d / "cert.pem"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            "-subj", "/CN=127.0.0.2", "-addext", "subjectAltName=IP:127.0.0.2",
+            "-keyout", str(key), "-out", str(crt),
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return key, crt
+
+
+@pytest.fixture
+def https_server(cert: tuple[Path, Path]) -> Iterator[tuple[str, list[dict[str, str]]]]:
+    seen: list[dict[str, str]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            seen.append(dict(self.headers))
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(PNG)))
+            self.end_headers()
+            self.wfile.write(PNG)
+
+    httpd = ThreadingHTTPServer(("127.0.0.2", 0), Handler)
+    httpd.daemon_threads = True
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(cert[1]), str(cert[0]))
+    httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.daemon = True
+    thread.start()
+    yield f"https://127.0.0.2:{httpd.server_address[1]}", seen
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def fetcher(timeout: float = 3.0) -> ImageFetcher:
+    policy = ImagePolicy(None, None, allowed_hosts=frozenset({"127.0.0.2"}), timeout=timeout)
+    return ImageFetcher(policy, lambda: {"Authorization": TOKEN})
+
+
+def test_untrusted_certificate_is_refused(https_server: tuple[str, list[dict[str, str]]]) -> None:
+    url, seen = https_server
+    with pytest.raises(ImageError) as e:
+        fetcher().fetch_bytes(f"{url}/a.png")
+    assert e.value.reason == "unreachable"
+    assert e.value.detail == "SSLCertVerificationError"
+    assert seen == []
+
+
+def test_trusted_certificate_is_fetched(
+    https_server: tuple[str, list[dict[str, str]]],
+    cert: tuple[Path, Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url, seen = https_server
+    monkeypatch.setattr(transport, "_TLS", ssl.create_default_context(cafile=str(cert[1])))
+    assert fetcher().fetch_bytes(f"{url}/a.png") == PNG
+    assert seen[0]["Host"] == url.removeprefix("https://")
+    assert "Authorization" not in seen[0]  # an allow-listed host never gets the token
+
+
+def test_a_stalled_tls_handshake_ends_at_the_deadline() -> None:
+    with socket.socket() as silent:  # accepts TCP, never speaks TLS
+        silent.bind(("127.0.0.2", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        started = time.monotonic()
+        with pytest.raises(ImageError, match="timeout"):
+            fetcher(timeout=1.0).fetch_bytes(f"https://127.0.0.2:{port}/a.png")
+        assert time.monotonic() - started < 1.0 + 1.0
