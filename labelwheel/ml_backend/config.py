@@ -116,6 +116,12 @@ VARIABLES: tuple[Variable, ...] = (
         "Largest request body accepted, in bytes (larger: 413).",
     ),
     Variable(
+        "LABELWHEEL_MAX_PREDICT_TASKS",
+        "10000",
+        "Most tasks accepted in one /predict request (more: 413). Any number up to it is "
+        "processed in chunks of LABELWHEEL_BATCH_SIZE images, so memory does not grow with it.",
+    ),
+    Variable(
         "LABELWHEEL_EVENTS_MAX",
         "100000",
         "Webhook events kept in the events log (a summary of at most 2 KB each, never the raw "
@@ -184,6 +190,7 @@ class Settings:
     publish: bool = True
     rank_depth: int = 1000
     max_request_bytes: int = 64 * 2**20
+    max_predict_tasks: int = 10_000
     events_max: int = 100_000
     events_days: int = 30
     s3_direct_buckets: frozenset[str] = field(default_factory=frozenset)
@@ -292,6 +299,7 @@ class Settings:
             publish=_bool("LABELWHEEL_PUBLISH", v),
             rank_depth=_int("LABELWHEEL_RANK_DEPTH", v, 1, 10_000_000),
             max_request_bytes=_int("LABELWHEEL_MAX_REQUEST_BYTES", v, 1024, 2**34),
+            max_predict_tasks=_int("LABELWHEEL_MAX_PREDICT_TASKS", v, 1, 10_000_000),
             events_max=_int("LABELWHEEL_EVENTS_MAX", v, 0, 1_000_000_000),
             events_days=_int("LABELWHEEL_EVENTS_DAYS", v, 0, 36_500),
             s3_direct_buckets=s3_buckets,

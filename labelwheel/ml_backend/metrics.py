@@ -11,6 +11,36 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
+WEBHOOK_ACTIONS = frozenset(
+    {
+        # Label Studio 1.23's webhook actions (webhooks.models.WebhookAction) ...
+        "PROJECT_CREATED",
+        "PROJECT_UPDATED",
+        "PROJECT_DELETED",
+        "TASKS_CREATED",
+        "TASKS_DELETED",
+        "ANNOTATION_CREATED",
+        "ANNOTATIONS_CREATED",
+        "ANNOTATION_UPDATED",
+        "ANNOTATIONS_DELETED",
+        "LABEL_LINK_CREATED",
+        "LABEL_LINK_UPDATED",
+        "LABEL_LINK_DELETED",
+        # ... the ML connector's training call, and Label Studio Enterprise's review events
+        "START_TRAINING",
+        "REVIEW_CREATED",
+        "REVIEW_UPDATED",
+        "REVIEWS_DELETED",
+    }
+)
+"""Webhook actions counted under their own label; any other string counts as ``other``, so a
+client cannot create new time series by inventing actions."""
+
+OTHER = "other"
+
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+"""Request methods counted under their own label (any other token: ``other``)."""
+
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 100.0)
 
 
@@ -31,6 +61,23 @@ def _num(value: float) -> str:
     return repr(float(value)) if not float(value).is_integer() else str(int(value))
 
 
+MAX_LABEL_SERIES = 200
+"""Most ``labelwheel_labels`` series per project (the rest are summed under ``other``)."""
+
+
+def _bounded_labels(service: Any, project_id: int, counts: dict[str, int]) -> list[tuple[str, int]]:
+    """Label counts with a bounded number of series: labels the project's config does not have
+    (or past :data:`MAX_LABEL_SERIES`) are summed under ``other``."""
+    config = service.config_for(project_id) if hasattr(service, "config_for") else None
+    known = set(config.labels) if config is not None else None
+    out: dict[str, int] = {}
+    for label, n in sorted(counts.items()):
+        ok = (known is None or label in known) and len(out) < MAX_LABEL_SERIES
+        key = label if ok and label != OTHER else OTHER
+        out[key] = out.get(key, 0) + n
+    return sorted(out.items())
+
+
 class Metrics:
     """Thread-safe counters and histograms of one app."""
 
@@ -46,7 +93,8 @@ class Metrics:
         self.prediction_failures = 0
 
     def observe_request(self, endpoint: str, method: str, status: int, seconds: float) -> None:
-        """Count a request and record its latency."""
+        """Count a request and record its latency (unknown methods count as ``other``)."""
+        method = method if method in HTTP_METHODS else OTHER
         with self._lock:
             key = (endpoint, method, status)
             self.requests[key] = self.requests.get(key, 0) + 1
@@ -63,7 +111,8 @@ class Metrics:
             self.training_runs[status] = self.training_runs.get(status, 0) + 1
 
     def count_event(self, action: str) -> None:
-        """Count a webhook event by action."""
+        """Count a webhook event by action (actions Label Studio does not send: ``other``)."""
+        action = action if action in WEBHOOK_ACTIONS else OTHER
         with self._lock:
             self.webhook_events[action] = self.webhook_events.get(action, 0) + 1
 
@@ -136,7 +185,7 @@ class Metrics:
                 + _labels([("project", project_id), ("version", name), ("n_labels", n_labels)])
                 + " 1"
             )
-            for label, n in sorted(store.label_counts(project_id).items()):
+            for label, n in _bounded_labels(service, project_id, store.label_counts(project_id)):
                 labels_rows.append(
                     "labelwheel_labels"
                     + _labels([("project", project_id), ("label", label)])

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-import json
 import logging
 import time
 from typing import Any, NoReturn
@@ -22,6 +21,7 @@ from labelwheel.media.storage import task_image_ref
 from labelwheel.ml_backend.events import parse_ls_timestamp
 from labelwheel.ml_backend.model import COLD_START_VERSION
 from labelwheel.ml_backend.store import Version
+from labelwheel.ml_backend.validate import BadInput, parse_id, parse_json_object, parse_project_ref
 
 log = logging.getLogger("labelwheel.ml_backend")
 
@@ -107,6 +107,10 @@ def install_hooks(app: Flask) -> None:
     def _api_error(exc: ApiError) -> Response:
         return _error_response(exc.status, exc.error, exc.message)
 
+    @app.errorhandler(BadInput)
+    def _bad_input(exc: BadInput) -> Response:
+        return _error_response(exc.status, exc.error, exc.message)
+
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:
         code = exc.code or 500
@@ -135,48 +139,18 @@ def install_hooks(app: Flask) -> None:
 
 
 def _body() -> dict[str, Any]:
-    raw = request.get_data(cache=True)
-    if not raw:
-        _fail(400, "bad_request", "the request body is empty; send a JSON object")
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        _fail(400, "malformed_json", f"the request body is not valid JSON ({exc})")
-    if not isinstance(body, dict):
-        _fail(
-            400, "bad_request", f"the request body must be a JSON object, got {type(body).__name__}"
-        )
-    return body
+    """The JSON object of the request (BadInput → 400: empty, malformed, nested too deep)."""
+    return parse_json_object(request.get_data(cache=True))
 
 
 def parse_project_id(value: Any, field: str = "project") -> int:
-    """Label Studio's project reference (``"<id>.<created_ts>"``, an int, or a project dict)."""
-    if isinstance(value, dict):
-        value = value.get("id")
-    if isinstance(value, bool):
-        _fail(400, "bad_request", f"{field} must be a project id, got a boolean")
-    if isinstance(value, int):
-        if value < 0:
-            _fail(400, "bad_request", f"{field} must be a non-negative project id")
-        return value
-    if isinstance(value, str):
-        head = value.strip().split(".", 1)[0]
-        if head.isdigit():
-            return int(head)
-    _fail(
-        400,
-        "bad_request",
-        f"{field} must be a project id like 12 or '12.1700000000', got {value!r}"[:300],
-    )
+    """Label Studio's project reference (``"<id>.<created_ts>"``, an int, or a project dict);
+    ids are ASCII digits within SQLite's 64-bit range (BadInput → 400 otherwise)."""
+    return parse_project_ref(value, field)
 
 
 def _int_field(obj: dict[str, Any], key: str, where: str) -> int:
-    value = obj.get(key)
-    if isinstance(value, dict):
-        value = value.get("id")
-    if isinstance(value, bool) or not isinstance(value, int):
-        _fail(400, "bad_request", f"{where}.{key} must be an integer id, got {value!r}"[:300])
-    return value
+    return parse_id(obj.get(key), f"{where}.{key}")
 
 
 def _config_or_400(service: Any, xml: Any, project_id: int | None) -> Any:
@@ -250,9 +224,19 @@ def predict() -> Response:
     tasks = body.get("tasks")
     if not isinstance(tasks, list):
         _fail(400, "bad_request", "tasks must be a list of task objects")
+    cap = service.settings.max_predict_tasks
+    if len(tasks) > cap:
+        _fail(
+            413,
+            "too_many_tasks",
+            f"{len(tasks)} tasks in one /predict request; at most {cap} are accepted "
+            "(LABELWHEEL_MAX_PREDICT_TASKS); select fewer tasks per 'Retrieve predictions'",
+        )
     for i, task in enumerate(tasks):
         if not isinstance(task, dict):
             _fail(400, "bad_request", f"tasks[{i}] must be an object, got {type(task).__name__}")
+        if task.get("id") is not None:
+            parse_id(task["id"], f"tasks[{i}].id")
     if "project" not in body:
         _fail(400, "bad_request", "project is required (Label Studio sends '<id>.<timestamp>')")
     project_id = parse_project_id(body.get("project"))
@@ -307,7 +291,7 @@ def _store_annotation(
     if not isinstance(task, dict):
         task = annotation.get("task") if isinstance(annotation.get("task"), dict) else {}
     if isinstance(annotation.get("task"), int) and not isinstance(annotation.get("task"), bool):
-        task_id = int(annotation["task"])
+        task_id = parse_id(annotation["task"], "annotation.task")
     else:
         task_id = (
             _int_field(task, "id", "task") if task else _int_field(annotation, "task", "annotation")
