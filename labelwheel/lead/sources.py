@@ -13,20 +13,15 @@ from labelwheel.lead.forecast import (
 )
 from labelwheel.lead.report import AcceptanceRow, acceptance_from_store, acceptance_from_tasks
 from labelwheel.pool import Pool
+from labelwheel.records import BackendRecord, open_record
 
 HISTORY_CHOICES = ("auto", "versions", "cv")
 
 
-def open_store(model_dir: Path | str | None) -> Any:
-    """The ML backend's store in ``model_dir`` if one exists there (never creates one)."""
-    if not model_dir:
-        return None
-    path = Path(model_dir).expanduser()
-    if not (path / "labelwheel.sqlite3").is_file():
-        return None
-    from labelwheel.ml_backend.store import Store
-
-    return Store(path)
+def open_store(model_dir: Path | str | None) -> BackendRecord | None:
+    """The ML backend's record in ``model_dir``, read-only, if one exists there (never creates
+    one); see :mod:`labelwheel.records`."""
+    return open_record(model_dir)
 
 
 def accuracy_history(

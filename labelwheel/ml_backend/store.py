@@ -33,6 +33,7 @@ from typing import Any
 
 from labelwheel.ml_backend.events import EventLog
 from labelwheel.ml_backend.store_training import TrainingState, Version, version_name
+from labelwheel.records import DB_FILENAME, FeedbackCounts, read_feedback_counts
 
 __all__ = ["Annotation", "AnnotationWrite", "Store", "Version", "ref_key", "version_name"]
 
@@ -159,7 +160,7 @@ class Store(EventLog, TrainingState):
     def __init__(self, model_dir: Path) -> None:
         self.model_dir = Path(model_dir)
         self.model_dir.mkdir(parents=True, exist_ok=True)
-        self.path = self.model_dir / "labelwheel.sqlite3"
+        self.path = self.model_dir / DB_FILENAME
         self._local = threading.local()
         self._connections: dict[int, tuple[threading.Thread, sqlite3.Connection]] = {}
         self._lock = threading.Lock()
@@ -478,23 +479,9 @@ class Store(EventLog, TrainingState):
         )
         return {int(r[0]) for r in rows}
 
-    def feedback_counts(
-        self, project_id: int | None = None
-    ) -> dict[tuple[int, str], dict[str, int]]:
+    def feedback_counts(self, project_id: int | None = None) -> FeedbackCounts:
         """(project, prediction version) -> {"approval": n, "correction": n}, live annotations."""
-        sql = (
-            "SELECT project_id, prediction_version, feedback, COUNT(*) FROM annotations "
-            "WHERE deleted = 0 AND feedback IS NOT NULL"
-        )
-        params: tuple[Any, ...] = ()
-        if project_id is not None:
-            sql += " AND project_id = ?"
-            params = (project_id,)
-        out: dict[tuple[int, str], dict[str, int]] = {}
-        for row in self.query(sql + " GROUP BY 1, 2, 3", params):
-            key = (int(row[0]), str(row[1] or ""))
-            out.setdefault(key, {"approval": 0, "correction": 0})[str(row[2])] = int(row[3])
-        return out
+        return read_feedback_counts(self.query, project_id)
 
     def label_counts(self, project_id: int) -> dict[str, int]:
         """Label -> number of training annotations carrying it."""

@@ -16,32 +16,14 @@ import json
 import sqlite3
 import time
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from labelwheel.records import Version, read_versions, version_from_row, version_name
 
 __all__ = ["MAX_ATTEMPTS", "TrainingState", "Version", "version_name"]
 
 MAX_ATTEMPTS = 3
 """Interrupted attempts after which an owed training is given up."""
-
-
-@dataclass(frozen=True)
-class Version:
-    """One good model version of a project."""
-
-    project_id: int
-    number: int
-    name: str
-    created: float
-    n_labels: int
-    cv_accuracy: float | None
-    metrics: dict[str, Any]
-    artifact: str
-
-
-def version_name(number: int) -> str:
-    """The public name of version ``number`` (``v1``, ``v2``, ...)."""
-    return f"v{number}"
 
 
 class TrainingState:
@@ -130,28 +112,9 @@ class TrainingState:
             )
         return Version(project_id, number, name, now, n_labels, cv_accuracy, metrics, artifact)
 
-    @staticmethod
-    def _version(row: sqlite3.Row) -> Version:
-        return Version(
-            project_id=int(row["project_id"]),
-            number=int(row["number"]),
-            name=str(row["name"]),
-            created=float(row["created"]),
-            n_labels=int(row["n_labels"]),
-            cv_accuracy=None if row["cv_accuracy"] is None else float(row["cv_accuracy"]),
-            metrics=json.loads(row["metrics"]),
-            artifact=str(row["artifact"]),
-        )
-
     def versions(self, project_id: int | None = None) -> list[Version]:
         """Good versions, oldest first (of one project, or all)."""
-        if project_id is None:
-            rows = self.query("SELECT * FROM versions ORDER BY project_id, number")
-        else:
-            rows = self.query(
-                "SELECT * FROM versions WHERE project_id = ? ORDER BY number", (project_id,)
-            )
-        return [self._version(r) for r in rows]
+        return read_versions(self.query, project_id)
 
     def latest_version(self, project_id: int) -> Version | None:
         """The newest good version of a project, or None."""
@@ -159,7 +122,7 @@ class TrainingState:
             "SELECT * FROM versions WHERE project_id = ? ORDER BY number DESC LIMIT 1",
             (project_id,),
         )
-        return self._version(rows[0]) if rows else None
+        return version_from_row(rows[0]) if rows else None
 
     # -- the durable training queue -----------------------------------------------------------
 

@@ -1,0 +1,137 @@
+"""The backend's record of a project, read without the backend: model versions and feedback.
+
+The ML backend keeps its state in ``MODEL_DIR/labelwheel.sqlite3``
+(:class:`labelwheel.ml_backend.store.Store` writes it). The data-lead tools and the dashboard
+read two things from it: the model versions (accuracy against labels over time) and the feedback
+on pre-labels (approvals and corrections per version). Both readers go through this module, so
+the queries live in one place and the lead floor never imports the web server's rooms:
+
+- :func:`read_versions` and :func:`read_feedback_counts` take any ``query(sql, params)``
+  callable (the backend's store passes its own connection);
+- :class:`BackendRecord` opens the database **read-only** (SQLite ``mode=ro``), so a lead tool
+  run beside a live backend neither writes, nor migrates, nor takes the ``MODEL_DIR`` lock.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "DB_FILENAME",
+    "BackendRecord",
+    "FeedbackCounts",
+    "Version",
+    "open_record",
+    "read_feedback_counts",
+    "read_versions",
+    "version_name",
+]
+
+DB_FILENAME = "labelwheel.sqlite3"
+"""The backend's database file inside ``MODEL_DIR``."""
+
+QueryFn = Callable[[str, tuple[Any, ...]], Sequence[Any]]
+FeedbackCounts = dict[tuple[int, str], dict[str, int]]
+"""(project, prediction version) -> {"approval": n, "correction": n}."""
+
+
+@dataclass(frozen=True)
+class Version:
+    """One good model version of a project."""
+
+    project_id: int
+    number: int
+    name: str
+    created: float
+    n_labels: int
+    cv_accuracy: float | None
+    metrics: dict[str, Any]
+    artifact: str
+
+
+def version_name(number: int) -> str:
+    """The public name of version ``number`` (``v1``, ``v2``, ...)."""
+    return f"v{number}"
+
+
+def version_from_row(row: Any) -> Version:
+    """A :class:`Version` from a row of the ``versions`` table (``sqlite3.Row``)."""
+    return Version(
+        project_id=int(row["project_id"]),
+        number=int(row["number"]),
+        name=str(row["name"]),
+        created=float(row["created"]),
+        n_labels=int(row["n_labels"]),
+        cv_accuracy=None if row["cv_accuracy"] is None else float(row["cv_accuracy"]),
+        metrics=json.loads(row["metrics"]),
+        artifact=str(row["artifact"]),
+    )
+
+
+def read_versions(query: QueryFn, project_id: int | None = None) -> list[Version]:
+    """Good versions, oldest first (of one project, or all)."""
+    if project_id is None:
+        rows = query("SELECT * FROM versions ORDER BY project_id, number", ())
+    else:
+        rows = query(
+            "SELECT * FROM versions WHERE project_id = ? ORDER BY number", (int(project_id),)
+        )
+    return [version_from_row(r) for r in rows]
+
+
+def read_feedback_counts(query: QueryFn, project_id: int | None = None) -> FeedbackCounts:
+    """(project, prediction version) -> {"approval": n, "correction": n}, live annotations."""
+    sql = (
+        "SELECT project_id, prediction_version, feedback, COUNT(*) FROM annotations "
+        "WHERE deleted = 0 AND feedback IS NOT NULL"
+    )
+    params: tuple[Any, ...] = ()
+    if project_id is not None:
+        sql += " AND project_id = ?"
+        params = (int(project_id),)
+    out: FeedbackCounts = {}
+    for row in query(sql + " GROUP BY 1, 2, 3", params):
+        key = (int(row[0]), str(row[1] or ""))
+        out.setdefault(key, {"approval": 0, "correction": 0})[str(row[2])] = int(row[3])
+    return out
+
+
+class BackendRecord:
+    """Read-only view of a backend's database (one connection; not shared across threads)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        uri = f"{self.path.resolve().as_uri()}?mode=ro"
+        self._conn = sqlite3.connect(uri, uri=True, timeout=30.0)
+        self._conn.row_factory = sqlite3.Row
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        """Run a read query and return all rows."""
+        return list(self._conn.execute(sql, params).fetchall())
+
+    def versions(self, project_id: int | None = None) -> list[Version]:
+        """Good versions, oldest first (see :func:`read_versions`)."""
+        return read_versions(self.query, project_id)
+
+    def feedback_counts(self, project_id: int | None = None) -> FeedbackCounts:
+        """Approvals and corrections per version (see :func:`read_feedback_counts`)."""
+        return read_feedback_counts(self.query, project_id)
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._conn.close()
+
+
+def open_record(model_dir: Path | str | None) -> BackendRecord | None:
+    """The backend's record in ``model_dir`` if a database exists there (never creates one)."""
+    if not model_dir:
+        return None
+    path = Path(model_dir).expanduser() / DB_FILENAME
+    if not path.is_file():
+        return None
+    return BackendRecord(path)
