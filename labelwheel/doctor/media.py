@@ -204,8 +204,9 @@ def _fix_for(form: str, reason: str, storage_kind: str | None = None) -> str:
         return (
             f"connect {article} {kind} storage to the project whose bucket and credentials can "
             "read this object (Label Studio > project Settings > Cloud Storage > Check "
-            "connection); the backend reads it through Label Studio, never with the "
-            "storage's credentials"
+            "connection), and that the object is still in the bucket (HTTP 403/404 from the "
+            "storage host: it was deleted or moved; sync the storage again); the backend reads "
+            "it through Label Studio, never with the storage's credentials"
         )
     if "not an image" in low or "decode" in low:
         return "the file is not an image the backend can decode"

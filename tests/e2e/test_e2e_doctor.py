@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from e2e_helpers import Backend, connect, create_project, wait_for
+from test_e2e_s3_storage import S3_KEY_ID, S3_SECRET, moto_s3  # noqa: F401 (a fixture)
 
 from labelwheel.cli import cli
 from labelwheel.demo_data import image_data_uris
@@ -317,3 +318,63 @@ def test_doctor_help_does_not_import_torch() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "--json" in out.stdout
     assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+# -- a cloud storage: S3 on moto's standalone server (fixture shared with the S3 storage test) --
+
+
+def test_doctor_s3_storage_read_through_label_studio(
+    label_studio: LocalLabelStudio,
+    backend: Backend,
+    client: LabelStudioClient,
+    demo_images: Any,
+    moto_s3: Any,  # noqa: F811 (the fixture imported above)
+) -> None:
+    bucket = f"doctor-{secrets.token_hex(3)}"
+    s3 = moto_s3.client()
+    s3.create_bucket(Bucket=bucket)
+    keys = [f"imgs/{p.name}" for p in demo_images.paths[:3]]
+    for key, path in zip(keys, demo_images.paths[:3], strict=True):
+        s3.put_object(Bucket=bucket, Key=key, Body=path.read_bytes(), ContentType="image/png")
+    pid = create_project(client, demo_images.labels, title="doctor s3")
+    storage = client.request(
+        "POST",
+        "/api/storages/s3/",
+        json={
+            "project": pid,
+            "title": "doctor bucket",
+            "bucket": bucket,
+            "prefix": "imgs",
+            "regex_filter": r".*\.png",
+            "use_blob_urls": True,
+            "presign": True,
+            "aws_access_key_id": S3_KEY_ID,
+            "aws_secret_access_key": S3_SECRET,
+            "region_name": "us-east-1",
+            "s3_endpoint": moto_s3.endpoint,
+        },
+    ).json()
+    client.request("POST", f"/api/storages/s3/{storage['id']}/sync")
+    wait_for(lambda: sum(1 for _ in client.iter_tasks(pid)) == 3, 120, "the S3 storage's tasks")
+    connect(client, pid, backend, retrieve=False)
+
+    code, checks, out = doctor(label_studio, pid, "--json", backend=backend)
+
+    assert code == 0, out
+    s3_check = checks[f"storage:s3:{storage['id']}"]
+    assert s3_check["status"] == "pass", out
+    assert s3_check["details"]["ref"].startswith(f"s3://{bucket}/imgs/")  # the raw URI
+    assert s3_check["details"]["width"] == 112
+    assert checks["media:s3"]["status"] == "pass"
+    assert checks["media:s3"]["details"]["tasks_sampled"] == 3
+
+    # the objects vanish from the bucket: the sample cannot be read (measured: HTTP 403)
+    for key in keys:
+        s3.delete_object(Bucket=bucket, Key=key)
+    code, checks, out = doctor(label_studio, pid, "--json", backend=backend)
+    assert code == 1
+    s3_check = checks[f"storage:s3:{storage['id']}"]
+    assert s3_check["status"] == "fail", out
+    assert "HTTP 403" in s3_check["message"] or "HTTP 404" in s3_check["message"]
+    assert "an S3 storage" in s3_check["fix"]
+    assert checks["media:s3"]["status"] == "fail"
