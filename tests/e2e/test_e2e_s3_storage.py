@@ -335,3 +335,20 @@ def test_e2e_s3_proxy_mode_storage_is_read_through_label_studio(
         assert resp.status_code == 200, "proxy mode: no redirect, the bytes come from Label Studio"
         assert resp.content == by_name[uri.rsplit("/", 1)[-1]]
         assert fetcher.fetch_bytes(path) == by_name[uri.rsplit("/", 1)[-1]]
+
+
+def test_e2e_s3_project_pool_for_the_lead_tools(client, s3_project, tmp_path):
+    """The lead tools' pool loader reads the same tasks (as Label Studio hands them out, with its
+    own host) through the same resolve path: every image readable, one reference per task."""
+    from e2e_helpers import E2E_IMAGE_SIZE
+
+    from labelwheel.pool import load_project_pool
+
+    pool = load_project_pool(
+        client, s3_project.project_id, image_size=E2E_IMAGE_SIZE, cache_dir=tmp_path
+    )
+    assert not pool.skipped
+    assert sorted(int(i) for i in pool.ids) == sorted(s3_project.keys)
+    for tid, ref in zip(pool.ids, pool.refs, strict=True):
+        uri = f"s3://{BUCKET}/{s3_project.keys[int(tid)]}"
+        assert ref == task_resolve_path(int(tid), uri)
