@@ -551,7 +551,7 @@ def audit_command(
         if kw["images_dir"] is None:
             raise _fail("--labels goes with --images DIR (a project's labels are its annotations)")
         table = read_labels_csv(labels_csv, kw["images_dir"])
-    loaded = _load(kw)
+    loaded = _load(kw, labeled_only=True)  # the audit judges labels: embed only those
     pool = loaded.pool
     if table is not None:
         pool = with_labels(pool, table)
