@@ -158,6 +158,17 @@ def test_doctor_healthy_setup_passes_every_check(
     assert all(line.startswith("[PASS] ") for line in lines[:-1]), text
     assert lines[-1].startswith("all checks passed: 12 passed")
 
+    # a --backend-url that is not the registered one: said so, with the registered URL
+    code, checks, out = doctor(
+        label_studio, pid, "--json", "--backend-url", "http://127.0.0.1:9", backend=backend
+    )
+    assert code == 1
+    assert checks["ml_backend"]["status"] == "fail"
+    assert checks["ml_backend"]["details"]["registered"] == [backend.url]
+    assert checks["backend_from_label_studio"]["status"] == "skip"
+    assert checks["backend_from_here"]["status"] == "fail"
+    assert checks["media:upload"]["status"] == "pass"
+
 
 def test_doctor_personal_access_token_refreshes(
     label_studio: LocalLabelStudio, backend: Backend, healthy: dict[str, Any]
