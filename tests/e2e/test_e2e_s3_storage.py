@@ -210,6 +210,10 @@ def test_e2e_s3_every_task_predicted_then_prelabelled(client, backend, s3_projec
     assert set(preds0) == set(s3_project.keys)
     scores = sorted(float(p["score"]) for p in preds0.values())
     assert scores == [i / n for i in range(n)], "each task holds its own rank in the pool"
+    # ranked by the selector over the pool's images, not the fallback order of unreadable
+    # images (task order)
+    by_score = sorted(preds0, key=lambda tid: float(preds0[tid]["score"]))
+    assert by_score != sorted(preds0), "the pool's images were read and ranked"
     assert backend.metric("labelwheel_prediction_image_failures_total", project=pid) == 0
 
     # Annotate two images of each digit; "Start training" makes and publishes a version.
