@@ -122,6 +122,18 @@ VARIABLES: tuple[Variable, ...] = (
         "processed in chunks of LABELWHEEL_BATCH_SIZE images, so memory does not grow with it.",
     ),
     Variable(
+        "LABELWHEEL_PREDICT_POOL_WAIT",
+        "5",
+        "Seconds a /predict waits for the project's background pool ranking (listing, embedding "
+        "and ranking every unlabelled task) before it answers with provisional scores, which "
+        "are replaced in Label Studio once the ranking is ready (0-60).",
+    ),
+    Variable(
+        "LABELWHEEL_POOL_JOBS",
+        "2",
+        "Pool rankings run at the same time, one per project at most; others wait, queued (1-64).",
+    ),
+    Variable(
         "LABELWHEEL_EVENTS_MAX",
         "100000",
         "Webhook events kept in the events log (a summary of at most 2 KB each, never the raw "
@@ -191,6 +203,8 @@ class Settings:
     rank_depth: int = 1000
     max_request_bytes: int = 64 * 2**20
     max_predict_tasks: int = 10_000
+    predict_pool_wait: float = 5.0
+    pool_jobs: int = 2
     events_max: int = 100_000
     events_days: int = 30
     s3_direct_buckets: frozenset[str] = field(default_factory=frozenset)
@@ -300,6 +314,8 @@ class Settings:
             rank_depth=_int("LABELWHEEL_RANK_DEPTH", v, 1, 10_000_000),
             max_request_bytes=_int("LABELWHEEL_MAX_REQUEST_BYTES", v, 1024, 2**34),
             max_predict_tasks=_int("LABELWHEEL_MAX_PREDICT_TASKS", v, 1, 10_000_000),
+            predict_pool_wait=_float("LABELWHEEL_PREDICT_POOL_WAIT", v, 0.0, 60.0),
+            pool_jobs=_int("LABELWHEEL_POOL_JOBS", v, 1, 64),
             events_max=_int("LABELWHEEL_EVENTS_MAX", v, 0, 1_000_000_000),
             events_days=_int("LABELWHEEL_EVENTS_DAYS", v, 0, 36_500),
             s3_direct_buckets=s3_buckets,

@@ -220,4 +220,38 @@ class Metrics:
             "Share of pre-labels approved unchanged, by project and model version.",
         )
         out.extend(rate_rows)
+        _render_pool_jobs(service, family, out)
         return "\n".join(out) + "\n"
+
+
+def _render_pool_jobs(service: Any, family: Any, out: list[str]) -> None:
+    """Gauges of each project's background pool ranking (see ``ml_backend.pool_jobs``)."""
+    from labelwheel.ml_backend.pool_jobs import STATE_CODES
+
+    jobs = service.model.pool_jobs.progress()
+    family(
+        "labelwheel_pool_job_state",
+        "gauge",
+        "Pool ranking per project: 0 queued, 1 listing, 2 embedding, 3 ranking, 4 ready, "
+        "5 published, -1 failed.",
+    )
+    for pid, job in jobs.items():
+        code = STATE_CODES.get(job["state"], -1)
+        out.append("labelwheel_pool_job_state" + _labels([("project", pid)]) + f" {code}")
+    family("labelwheel_pool_job_done", "gauge", "Pool images embedded by the current job.")
+    for pid, job in jobs.items():
+        out.append("labelwheel_pool_job_done" + _labels([("project", pid)]) + f" {job['done']}")
+    family("labelwheel_pool_job_total", "gauge", "Pool images the current job embeds.")
+    for pid, job in jobs.items():
+        out.append("labelwheel_pool_job_total" + _labels([("project", pid)]) + f" {job['total']}")
+    family(
+        "labelwheel_pool_provisional_pending",
+        "gauge",
+        "Predictions answered with a provisional score, not yet replaced by the pool ranking.",
+    )
+    for pid, job in jobs.items():
+        out.append(
+            "labelwheel_pool_provisional_pending"
+            + _labels([("project", pid)])
+            + f" {job['provisional_pending']}"
+        )

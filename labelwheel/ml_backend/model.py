@@ -27,6 +27,7 @@ import numpy as np
 from labelwheel.features import Backbone, Embedded, Embedder
 from labelwheel.head import Head, NotEnoughLabels, Scaling, TrainingError, load_head, save_head
 from labelwheel.ml_backend.config import Settings
+from labelwheel.ml_backend.pool_jobs import PoolJobs
 from labelwheel.ml_backend.ranking import PoolRanking, Rankings, task_ref
 from labelwheel.ml_backend.store import Annotation, Store, Version
 from labelwheel.ml_backend.training import FitProcess
@@ -42,6 +43,9 @@ __all__ = ["COLD_START_VERSION", "Model", "NotEnoughLabels", "TrainingError"]
 log = logging.getLogger("labelwheel.ml_backend")
 
 COLD_START_VERSION = "v0"
+
+POOL_FETCH_THREADS = 4
+"""Fetch threads of the pool jobs' embedder (apart from the requests' 8)."""
 
 
 class Model:
@@ -66,10 +70,28 @@ class Model:
             loader=backbone_loader,
         )
         self.cache = self.embedder.cache
+        # Pool jobs embed with their own fetch threads and forward lock (same backbone object,
+        # same cache), so a request's few images never queue behind a pool's chunk.
+        self.pool_embedder = Embedder(
+            settings.backbone,
+            settings.image_size,
+            settings.batch_size,
+            cache_root=None,
+            max_pixels=settings.max_image_pixels,
+            loader=self.embedder.backbone,
+            fetch_threads=POOL_FETCH_THREADS,
+        )
+        self.pool_embedder.cache = self.cache
         self._heads: dict[int, tuple[str, Head | None]] = {}
         self._heads_lock = threading.Lock()
         self.rankings = Rankings(
-            settings, store, link, self.embed_refs, self.current, self.cache.get
+            settings, store, link, self.embed_pool_refs, self.current, self.cache.get
+        )
+        self.pool_jobs = PoolJobs(
+            self.rankings,
+            link,
+            settings.pool_jobs,
+            publish=settings.publish,
         )
         self._fit_process = FitProcess()
 
@@ -87,10 +109,12 @@ class Model:
     @property
     def images_embedded(self) -> int:
         """Images that went through the backbone since start."""
-        return self.embedder.images_embedded
+        return self.embedder.images_embedded + self.pool_embedder.images_embedded
 
     def close(self) -> None:
-        """Stop the fetch threads and the training process."""
+        """Stop the pool jobs, the fetch threads and the training process."""
+        self.pool_jobs.close()
+        self.pool_embedder.close()
         self.embedder.close()
         self._fit_process.close()
 
@@ -102,6 +126,14 @@ class Model:
         """
         known = self.store.image_hashes([r for r in refs if isinstance(r, str)])
         embedded = self.embedder.embed_refs(refs, self._read, known=known)
+        if embedded.new_hashes:
+            self.store.remember_image_hashes(embedded.new_hashes)
+        return embedded
+
+    def embed_pool_refs(self, refs: Sequence[str | None]) -> Embedded:
+        """:meth:`embed_refs` for the background pool jobs (their own fetch threads)."""
+        known = self.store.image_hashes([r for r in refs if isinstance(r, str)])
+        embedded = self.pool_embedder.embed_refs(refs, self._read, known=known)
         if embedded.new_hashes:
             self.store.remember_image_hashes(embedded.new_hashes)
         return embedded
@@ -250,8 +282,22 @@ class Model:
         return self.rankings.cached(project_id)
 
     def rank_pool(self, project_id: int, config: ClassificationConfig) -> PoolRanking | None:
-        """Rank the project's unlabelled pool; None when Label Studio is not reachable."""
-        return self.rankings.rank_pool(project_id, config)
+        """The project's pool ranking, waiting for its background job to end (never call this
+        in a request: see :meth:`pool_ranking`); None when Label Studio is not reachable."""
+        return self.pool_jobs.rank_now(project_id, config)
+
+    def pool_ranking(
+        self, project_id: int, config: ClassificationConfig, wait: float
+    ) -> PoolRanking | None:
+        """The project's valid pool ranking, starting its background job if needed and waiting
+        for it at most ``wait`` seconds; None when it is not ready by then."""
+        ranking = self.rankings.cached(project_id)
+        if ranking is not None:
+            return ranking
+        if self.link.client() is None:
+            return None
+        self.pool_jobs.ensure(project_id, config)
+        return self.pool_jobs.wait(project_id, wait)
 
     def rank_batch(
         self, project_id: int, task_ids: list[int], vectors: list[np.ndarray | None]
@@ -311,37 +357,73 @@ class Model:
         ids: list[int | None],
         vectors: list[np.ndarray | None],
     ) -> list[float]:
+        """Queue scores: from the project's pool ranking when it is ready within
+        ``LABELWHEEL_PREDICT_POOL_WAIT`` seconds; otherwise provisional (the last ranking's score
+        for a task it knew, else the rank within this request), remembered so that the pool job
+        replaces them in Label Studio when it is ready."""
         labelled = self.store.labelled_task_ids(project_id)
-        ranking = self.rank_pool(project_id, config)
+        wait = self.settings.predict_pool_wait
+        ranking = self.pool_ranking(project_id, config, wait)
         if ranking is not None:
             missing = [
                 t for t in ids if t is not None and t not in labelled and t not in ranking.scores
             ]
             if missing and time.time() - ranking.computed > 1.0:
                 log.info(
-                    "project %d: %d tasks not in the cached pool; re-ranking",
+                    "project %d: %d tasks not in the pool ranking; ranking again",
                     project_id,
                     len(missing),
                 )
                 self.invalidate_pool(project_id)
-                ranking = self.rank_pool(project_id, config) or ranking
-        batch: PoolRanking | None = None
-        if ranking is None:
+                ranking = self.pool_ranking(project_id, config, wait)
+        if ranking is not None:
+            return [
+                1.0  # labelled: not in the queue any more; or unknown to Label Studio's list
+                if task_id is None or task_id in labelled
+                else float(ranking.scores.get(task_id, 1.0))
+                for task_id in ids
+            ]
+        return self._provisional_scores(project_id, ids, vectors, labelled)
+
+    def _provisional_scores(
+        self,
+        project_id: int,
+        ids: list[int | None],
+        vectors: list[np.ndarray | None],
+        labelled: set[int],
+    ) -> list[float]:
+        version = self.version_name(project_id)
+        last = self.rankings.last(project_id)
+        if self.link.client() is None:
             log.info(
-                "project %d: pool unavailable (no Label Studio URL/key or API error); "
+                "project %d: pool unavailable (no Label Studio URL/key); "
                 "ranking within the request batch",
                 project_id,
             )
-            pos = [i for i, t in enumerate(ids) if t is None or t not in labelled]
-            batch = self.rank_batch(project_id, [i for i in pos], [vectors[i] for i in pos])
-        scores = []
+            last = None
+        pos = [
+            i
+            for i, t in enumerate(ids)
+            if (t is None or t not in labelled) and (last is None or t not in last.scores)
+        ]
+        batch = self.rank_batch(project_id, pos, [vectors[i] for i in pos]) if pos else None
+        scores: list[float] = []
+        owed: list[int] = []
         for i, task_id in enumerate(ids):
             if task_id is not None and task_id in labelled:
-                scores.append(1.0)  # labelled: not in the queue any more
-            elif batch is not None:
-                scores.append(float(batch.scores.get(i, 1.0)))
-            elif ranking is not None and task_id is not None and task_id in ranking.scores:
-                scores.append(float(ranking.scores[task_id]))
+                scores.append(1.0)
+                continue
+            if last is not None and task_id is not None and task_id in last.scores:
+                scores.append(float(last.scores[task_id]))
             else:
-                scores.append(1.0)  # unknown to Label Studio's task list
+                scores.append(float(batch.scores.get(i, 1.0)) if batch is not None else 1.0)
+            if task_id is not None:
+                owed.append(task_id)
+        if owed and self.link.client() is not None:
+            log.info(
+                "project %d: pool ranking not ready; %d provisional scores, replaced when it is",
+                project_id,
+                len(owed),
+            )
+            self.pool_jobs.remember_provisional(project_id, version, owed)
         return scores

@@ -2,10 +2,11 @@
 
 The pool is the project's unlabelled tasks as Label Studio lists them plus the annotated images
 the store holds; :func:`labelwheel.pool.queue_order` orders it. The ranking is cached per project
-and model version and recomputed when the version changes or tasks appear. The statistics of the
-pool's embeddings (:class:`~labelwheel.head.Scaling`) are kept beside it (in memory and in
-``MODEL_DIR/projects/<id>/scaling.npz``) so that training standardises as ranking does, also after
-a restart.
+and model version and recomputed, in a background job per project
+(:mod:`labelwheel.ml_backend.pool_jobs`), when the version changes or tasks appear. The
+statistics of the pool's embeddings (:class:`~labelwheel.head.Scaling`) are kept beside it (in
+memory and in ``MODEL_DIR/projects/<id>/scaling.npz``) so that training standardises as ranking
+does, also after a restart.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ log = logging.getLogger("labelwheel.ml_backend")
 
 EmbedFn = Callable[[Sequence[str | None]], Any]  # refs -> labelwheel.features.Embedded
 CurrentFn = Callable[[int], tuple[str, Head | None]]
+ProgressFn = Callable[[str, int, int], None]  # (state, done, total)
 
 
 @dataclass
@@ -98,8 +100,8 @@ class Rankings:
         self._rankings: dict[int, PoolRanking] = {}
         self._epochs: dict[int, int] = {}
         self._scalings: dict[int, Scaling] = {}
+        self._last: dict[int, PoolRanking] = {}
         self._lock = threading.Lock()
-        self._compute_lock = threading.Lock()
 
     # -- pool statistics ----------------------------------------------------------------------
 
@@ -150,38 +152,57 @@ class Rankings:
 
     # -- ranking ------------------------------------------------------------------------------
 
-    def rank_pool(self, project_id: int, config: ClassificationConfig) -> PoolRanking | None:
-        """Rank the project's unlabelled pool (fetched from Label Studio); cached per version.
+    def last(self, project_id: int) -> PoolRanking | None:
+        """The project's most recent pool ranking, valid or not (provisional scores)."""
+        with self._lock:
+            return self._last.get(project_id)
 
-        Returns None when Label Studio is not reachable (no URL/key, or an API error).
+    def compute(
+        self,
+        project_id: int,
+        config: ClassificationConfig,
+        progress: ProgressFn | None = None,
+    ) -> PoolRanking | None:
+        """Rank the project's unlabelled pool (listed from Label Studio) and cache the result.
+
+        Runs in the project's pool job (:mod:`labelwheel.ml_backend.pool_jobs`), never in a
+        request. Images are embedded in chunks of ``LABELWHEEL_BATCH_SIZE`` through the content-hash
+        cache (a known image costs no backbone pass), and ``progress(state, done, total)`` is
+        called after each. Memory is O(pool size): one vector per task. Returns None when Label
+        Studio's URL/key are unknown; raises when Label Studio answers with an error.
         """
-        cached = self.cached(project_id)
-        if cached is not None:
-            return cached
-        with self._compute_lock:
-            cached = self.cached(project_id)
-            if cached is not None:
-                return cached
-            with self._lock:
-                epoch = self._epochs.get(project_id, 0)
-            client = self.link.client()
-            if client is None:
-                return None
-            try:
-                tasks = list(client.iter_tasks(project_id, page_size=500))
-            except Exception as exc:
-                log.warning("project %d: cannot fetch the task pool (%s)", project_id, exc)
-                return None
-            pool = _unlabelled(tasks, self.store.labelled_task_ids(project_id))
-            embedded = self._embed([task_ref(t, config.data_key) for t in pool])
-            ids = [int(t["id"]) for t in pool]
-            version, _ = self._current(project_id)
-            ranking = self._rank(project_id, ids, embedded.vectors, "pool", remember=True)
-            ranking.version, ranking.epoch = version, epoch
-            with self._lock:
-                if self._epochs.get(project_id, 0) == epoch:
-                    self._rankings[project_id] = ranking
-            return ranking
+        report = progress or (lambda state, done, total: None)
+        with self._lock:
+            epoch = self._epochs.get(project_id, 0)
+        version, _ = self._current(project_id)
+        client = self.link.client()
+        if client is None:
+            return None
+        tasks: list[Any] = []
+        for task in client.iter_tasks(project_id, page_size=500):
+            tasks.append(task)
+            if len(tasks) % 500 == 0:
+                report("listing", len(tasks), 0)
+        pool = _unlabelled(tasks, self.store.labelled_task_ids(project_id))
+        del tasks
+        refs = [task_ref(t, config.data_key) for t in pool]
+        ids = [int(t["id"]) for t in pool]
+        del pool
+        vectors: list[np.ndarray | None] = []
+        report("embedding", 0, len(refs))
+        chunk = max(1, self.settings.batch_size)
+        for start in range(0, len(refs), chunk):
+            embedded = self._embed(refs[start : start + chunk])
+            vectors.extend(embedded.vectors)
+            report("embedding", len(vectors), len(refs))
+        report("ranking", len(refs), len(refs))
+        ranking = self._rank(project_id, ids, vectors, "pool", remember=True)
+        ranking.version, ranking.epoch = version, epoch
+        with self._lock:
+            self._last[project_id] = ranking
+            if self._epochs.get(project_id, 0) == epoch:
+                self._rankings[project_id] = ranking
+        return ranking
 
     def rank_batch(
         self, project_id: int, task_ids: list[int], vectors: list[np.ndarray | None]

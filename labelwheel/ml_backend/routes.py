@@ -522,7 +522,8 @@ def _version_details(service: Any, version: Version) -> dict[str, Any]:
 
 @bp.get("/versions")
 def versions() -> Response:
-    """Model versions: ``{"versions": [names], "details": [...], "runs": [...]}``."""
+    """Model versions: ``{"versions": [names], "details": [...], "runs": [...], "pool": [...]}``
+    (``pool``: each project's background pool ranking, e.g. ``embedding 120 of 20000``)."""
     service = _service()
     raw = request.args.get("project")
     project_id = parse_project_id(raw) if raw is not None else None
@@ -537,6 +538,7 @@ def versions() -> Response:
             "versions": names,
             "details": [_version_details(service, v) for v in rows],
             "runs": runs,
+            "pool": [job for job in service.model.pool_jobs.progress(project_id).values()],
             "message": "" if names else f"no trained version yet; serving {COLD_START_VERSION}",
         }
     )

@@ -1,0 +1,259 @@
+"""Pool ranking as background work, against a real Label Studio and a slow image server.
+
+The pool's images come from a loopback HTTP server that holds every image for a while, so that
+the project's pool job takes several seconds; meanwhile ``/predict`` must answer at once (with
+provisional scores, replaced in Label Studio once the job is ready), progress must show in
+``/versions`` and ``/metrics``, and another project's ``/predict`` must not wait for it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import numpy as np
+import pytest
+from backend_helpers import CONFIG_SINGLE, data_uri
+from werkzeug.serving import make_server
+
+from labelwheel.ml_backend import get_service
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+DELAY_S = 0.5  # per image; 4 fetches at once per host: 48 slow images take >= 6 s
+N_SLOW = 48
+
+
+class SlowImages:
+    """A loopback image server that answers each GET after :data:`DELAY_S` seconds."""
+
+    def __init__(self, images: list[bytes]) -> None:
+        self.images = images
+        self.hits = 0
+        self._lock = threading.Lock()
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                with owner._lock:
+                    owner.hits += 1
+                time.sleep(DELAY_S)
+                try:
+                    body = owner.images[int(self.path.rsplit("/", 1)[-1].split(".")[0])]
+                except (ValueError, IndexError):
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "image/png")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, i: int) -> str:
+        return f"http://127.0.0.1:{self.server.server_port}/img/{i}.png"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def slow_images(digits: Any) -> Iterator[SlowImages]:
+    images, _ = digits
+    server = SlowImages(list(images[100 : 100 + N_SLOW]))
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def served(make_app: Any, label_studio: Any) -> Iterator[tuple[Any, str]]:
+    """The backend on a loopback port, talking to the session's Label Studio; /predict waits
+    at most 0.3 s for a pool ranking."""
+    app = make_app(
+        LABEL_STUDIO_URL=label_studio.url,
+        LABEL_STUDIO_API_KEY=label_studio.token,
+        LABELWHEEL_PUBLISH="true",
+        LABELWHEEL_ALLOWED_HOSTS="127.0.0.1",
+        LABELWHEEL_PREDICT_POOL_WAIT="0.3",
+    )
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield app, f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+
+
+def _slow_project(ls_client: Any, digits: Any, slow: SlowImages) -> tuple[int, list[int]]:
+    """48 tasks whose images are slow, then 3 whose images are data: URIs (ids returned)."""
+    images, _ = digits
+    created = ls_client.create_project("labelwheel slow pool", CONFIG_SINGLE)
+    pid = int(created["id"])
+    ls_client.import_tasks(pid, [{"image": slow.url(i)} for i in range(N_SLOW)])
+    fast = ls_client.import_tasks(pid, [{"image": data_uri(images[i])} for i in (0, 1, 2)])
+    return pid, fast
+
+
+def _job(client: Any, project_id: int) -> dict[str, Any]:
+    body = client.get(f"/versions?project={project_id}").get_json()
+    jobs = [j for j in body["pool"] if j["project"] == project_id]
+    assert len(jobs) == 1, body["pool"]
+    return jobs[0]
+
+
+def test_slow_pool_predict_answers_at_once_and_provisional_scores_are_replaced(
+    served: tuple[Any, str], ls_client: Any, digits: Any, slow_images: SlowImages
+) -> None:
+    app, url = served
+    service = get_service(app)
+    client = app.test_client()
+    project_id, fast = _slow_project(ls_client, digits, slow_images)
+    ls_client.ensure_ml_backend(project_id, url, "labelwheel", None)
+    tasks = [ls_client.get_task(t) for t in fast]
+
+    # /predict straight away: the pool job starts, the answer does not wait for it
+    started = time.monotonic()
+    body = {"tasks": tasks[:1], "project": f"{project_id}.1", "label_config": CONFIG_SINGLE}
+    resp = client.post("/predict", json=body)
+    assert resp.status_code == 200
+    assert time.monotonic() - started < 1.5
+    assert service.model.cached_ranking(project_id) is None  # still working
+
+    # Label Studio's "Retrieve predictions" for the three fast tasks: provisional scores
+    started = time.monotonic()
+    ls_client.retrieve_predictions(project_id, fast)
+    assert time.monotonic() - started < 5.0
+    provisional = {
+        p["task"]: p["score"]
+        for t in fast
+        for p in ls_client.list_predictions(t)
+        if p["model_version"] == "v0"
+    }
+    assert set(provisional) == set(fast)
+    assert service.model.cached_ranking(project_id) is None
+
+    # progress is visible while the job runs: embedding k of N in /versions, gauges in /metrics
+    seen_embedding = None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        job = _job(client, project_id)
+        if job["state"] == "embedding" and 0 < job["done"] < job["total"]:
+            seen_embedding = job
+            break
+        assert job["state"] in ("queued", "listing", "embedding"), job
+        time.sleep(0.1)
+    assert seen_embedding is not None
+    assert seen_embedding["total"] == N_SLOW + 3
+    assert seen_embedding["message"] == (
+        f"embedding {seen_embedding['done']} of {seen_embedding['total']}"
+    )
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert f'labelwheel_pool_job_state{{project="{project_id}"}} 2' in metrics
+    assert f'labelwheel_pool_job_total{{project="{project_id}"}} {N_SLOW + 3}' in metrics
+    assert f'labelwheel_pool_provisional_pending{{project="{project_id}"}} 3' in metrics
+
+    # the job ends: ready, the provisional scores replaced in Label Studio, state published
+    deadline = time.monotonic() + 120
+    while _job(client, project_id)["state"] != "published" and time.monotonic() < deadline:
+        assert _job(client, project_id)["state"] != "failed", _job(client, project_id)
+        time.sleep(0.2)
+    job = _job(client, project_id)
+    assert job["state"] == "published", job
+    assert job["provisional_replaced"] == 3 and job["provisional_pending"] == 0
+    ranking = service.model.cached_ranking(project_id)
+    assert ranking is not None and ranking.pool_size == N_SLOW + 3
+    assert sorted(ranking.scores.values()) == [k / (N_SLOW + 3) for k in range(N_SLOW + 3)]
+    for task_id in fast:
+        preds = [p for p in ls_client.list_predictions(task_id) if p["model_version"] == "v0"]
+        assert len(preds) == 1  # replaced in place, not duplicated
+        assert preds[0]["score"] == pytest.approx(ranking.scores[task_id])
+    # a provisional score was the rank within the batch of three: 1/3 and 2/3 are never a
+    # pool rank k/51, so at least two of them changed
+    changed = [t for t in fast if provisional[t] != pytest.approx(ranking.scores[t])]
+    assert len(changed) >= 2
+    # Label Studio orders the project by the replaced scores
+    ls_client.set_project_model_version(project_id, "v0")
+    listed = [
+        t
+        for t in ls_client.iter_tasks(
+            project_id, fields="all", query={"ordering": ["tasks:predictions_score"]}
+        )
+        if t["id"] in fast
+    ]
+    assert [t["id"] for t in listed] == sorted(fast, key=lambda t: ranking.scores[t])
+    for task in listed:
+        assert task["predictions_score"] == pytest.approx(ranking.scores[task["id"]])
+
+    # a later /predict answers from the ready ranking, without waiting
+    started = time.monotonic()
+    resp = client.post("/predict", json=body)
+    assert time.monotonic() - started < 1.5
+    assert resp.get_json()["results"][0]["score"] == ranking.scores[fast[0]]
+
+    # incremental: ranking again (e.g. after a training) fetches and embeds nothing new
+    hits, embedded = slow_images.hits, service.model.images_embedded
+    service.model.invalidate_pool(project_id)
+    config = service.config_for(project_id)
+    assert config is not None
+    again = service.model.rank_pool(project_id, config)
+    assert again is not None and again.pool_size == N_SLOW + 3
+    assert slow_images.hits == hits
+    assert service.model.images_embedded == embedded
+
+
+def test_one_projects_slow_pool_does_not_delay_another_projects_predict(
+    served: tuple[Any, str], ls_client: Any, digits: Any, slow_images: SlowImages
+) -> None:
+    app, _ = served
+    service = get_service(app)
+    client = app.test_client()
+    images, target = digits
+    slow_id, fast = _slow_project(ls_client, digits, slow_images)
+    slow_tasks = [ls_client.get_task(t) for t in fast[:1]]
+    body = {"tasks": slow_tasks, "project": f"{slow_id}.1", "label_config": CONFIG_SINGLE}
+    assert client.post("/predict", json=body).status_code == 200
+    deadline = time.monotonic() + 60
+    while _job(client, slow_id)["state"] != "embedding" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _job(client, slow_id)["state"] == "embedding"
+
+    # another project, small and fast: its first /predict gets its real pool ranking
+    idx = list(np.flatnonzero(target == 0)[:5]) + list(np.flatnonzero(target == 1)[:5])
+    other = int(ls_client.create_project("labelwheel other project", CONFIG_SINGLE)["id"])
+    ids = ls_client.import_tasks(other, [{"image": data_uri(images[i])} for i in idx])
+    tasks = [ls_client.get_task(t) for t in ids[:2]]
+    started = time.monotonic()
+    resp = client.post(
+        "/predict",
+        json={"tasks": tasks, "project": f"{other}.1", "label_config": CONFIG_SINGLE},
+    )
+    elapsed = time.monotonic() - started
+    assert resp.status_code == 200
+    assert elapsed < 1.5, elapsed
+    ranking = service.model.cached_ranking(other)
+    if ranking is not None:  # ready within the wait: the real pool scores
+        assert ranking.pool_size == 10
+        scores = [r["score"] for r in resp.get_json()["results"]]
+        assert scores == [ranking.scores[t] for t in ids[:2]]
+    # the slow project was still at work the whole time
+    assert _job(client, slow_id)["state"] == "embedding"
+    assert service.model.cached_ranking(slow_id) is None
+    deadline = time.monotonic() + 30
+    while service.model.cached_ranking(other) is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert service.model.cached_ranking(other) is not None
+    assert _job(client, other)["state"] in ("ready", "published")
