@@ -19,6 +19,8 @@ Endpoints (all GET but the planner write):
 ``/dashboard/api/summary``              JSON: report, clusters, forecast, acceptance
 ``/dashboard/api/plan``                 JSON: the picks for ``budget`` (nothing written)
 ``POST /dashboard/api/plan``            write the view; JSON body or form ``project, budget, ...``
+                                        with a CSRF token (:mod:`labelwheel.ml_backend.csrf`)
+``/dashboard/api/csrf``                 JSON: ``{"csrf_token": ...}`` for scripts that write
 ``/dashboard/coverage.png`` etc.        the plots: coverage, forecast, balance, acceptance
 =====================================  ============================================================
 """
@@ -28,13 +30,14 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 from flask import (
     Blueprint,
@@ -47,6 +50,9 @@ from flask import (
     request,
     url_for,
 )
+
+from labelwheel.ml_backend import csrf
+from labelwheel.ml_backend.validate import BadInput, parse_id_text, parse_json_object
 
 log = logging.getLogger("labelwheel.dashboard")
 
@@ -159,10 +165,21 @@ def _store() -> Any:
     return open_store(_settings().get("model_dir"))
 
 
+def _json_body() -> dict[str, Any] | None:
+    """The JSON object posted (None when the body is not JSON); DashboardError if malformed,
+    nested too deep or not an object."""
+    if not request.is_json:
+        return None
+    try:
+        return parse_json_object(request.get_data(cache=True))
+    except BadInput as exc:
+        raise DashboardError(exc.message) from None
+
+
 def _project_id(required: bool = True) -> int | None:
     raw = request.values.get("project")
     if raw is None and request.is_json:
-        raw = (request.get_json(silent=True) or {}).get("project")
+        raw = (_json_body() or {}).get("project")
     if raw in (None, ""):
         store = _store()
         ids = store.project_ids() if store is not None else []
@@ -171,10 +188,14 @@ def _project_id(required: bool = True) -> int | None:
         if required:
             raise DashboardError("which project? add ?project=ID")
         return None
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        raw = str(raw)
+    if not isinstance(raw, str):
+        raise DashboardError(f"project must be a number, got {raw!r}"[:200])
     try:
-        pid = int(str(raw))
-    except ValueError:
-        raise DashboardError(f"project must be a number, got {raw!r}") from None
+        pid = parse_id_text(raw, "project")
+    except BadInput as exc:
+        raise DashboardError(exc.message) from None
     if pid < 1:
         raise DashboardError("project must be a positive number")
     return pid
@@ -272,7 +293,11 @@ def _plan(analysis: Analysis, budget: int, strategy: str | None, cost: float | N
 
 @bp.errorhandler(DashboardError)
 def _dashboard_error(exc: DashboardError) -> tuple[Response, int] | tuple[str, int]:
-    if (
+    form_post = request.method == "POST" and request.mimetype in (
+        "application/x-www-form-urlencoded",
+        "multipart/form-data",
+    )  # the page's own form: answer with a page a person can read
+    if not form_post and (
         request.path.startswith("/dashboard/api")
         or request.is_json
         or request.path.endswith(".png")
@@ -346,6 +371,7 @@ def page() -> Any:
         cost=cost,
         strategies=sorted(selectors.STRATEGIES),
         written=request.args.get("written"),
+        csrf_token=csrf.new_token(),
         computed_at=time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(analysis.computed)),
         img=lambda name, **extra: url_for(
             f"dashboard.{name}_png", project=analysis.project_id, v=stamp, **extra
@@ -368,10 +394,10 @@ def _known_projects() -> list[tuple[int, str]]:
 
 
 def _int(raw: Any, name: str) -> int:
-    try:
-        value = int(str(raw))
-    except ValueError:
-        raise DashboardError(f"{name} must be a whole number, got {raw!r}") from None
+    text = str(raw).strip()
+    if not re.fullmatch(r"-?[0-9]{1,18}", text):
+        raise DashboardError(f"{name} must be a whole number, got {raw!r}"[:200])
+    value = int(text)
     if value < 1:
         raise DashboardError(f"{name} must be at least 1, got {value}")
     return value
@@ -412,12 +438,10 @@ def plan_preview() -> Any:
     return jsonify({"project": project_id, **plan.to_dict()})
 
 
-def _same_origin() -> bool:
-    """Refuse cross-site form posts (a browser sends basic-auth credentials by itself)."""
-    origin = request.headers.get("Origin") or request.headers.get("Referer")
-    if not origin or origin == "null":
-        return request.headers.get("Sec-Fetch-Site", "same-origin") in ("same-origin", "none")
-    return urlsplit(origin).netloc == request.host
+@bp.get("/dashboard/api/csrf")
+def csrf_token() -> Any:
+    """A CSRF token for scripts that POST (valid for this user for csrf.TOKEN_SECONDS)."""
+    return jsonify({"csrf_token": csrf.new_token(), "expires_in": csrf.TOKEN_SECONDS})
 
 
 @bp.post("/dashboard/api/plan")
@@ -426,12 +450,12 @@ def plan_write() -> Any:
     """Write the view "labelwheel: next N" for the posted budget (the dashboard's one write)."""
     from labelwheel.lead.plan import write_plan_view
 
-    if not _same_origin():
-        raise DashboardError("cross-site request refused", 403)
-    body = request.get_json(silent=True) if request.is_json else None
-    if request.is_json and not isinstance(body, dict):
-        raise DashboardError("the body must be a JSON object")
-    values: dict[str, Any] = dict(body or request.form)
+    body = _json_body()
+    values: dict[str, Any] = dict(body if body is not None else request.form)
+    token = request.headers.get(csrf.TOKEN_HEADER) or values.get(csrf.TOKEN_FIELD)
+    refused = csrf.refusal(token if isinstance(token, str) else None)
+    if refused is not None:
+        raise DashboardError(refused, 403)
     project_id = _project_id()
     assert project_id is not None
     budget = _int(values.get("budget"), "budget")

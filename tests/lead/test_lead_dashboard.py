@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -79,9 +80,12 @@ def test_planner_preview_and_write(plain_app, project, client) -> None:
     assert len(picks) == 4 and not set(picks) & project["labelled"]
     assert _views(client, pid) == []  # a preview writes nothing
 
+    page = c.get(f"/dashboard?project={pid}&budget=4&strategy=margin").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert token is not None  # the write form carries its CSRF token
     r = c.post(
         "http://localhost/dashboard/api/plan",
-        data={"project": pid, "budget": 4, "strategy": "margin"},
+        data={"project": pid, "budget": 4, "strategy": "margin", "csrf_token": token.group(1)},
     )
     assert r.status_code == 303 and "written=labelwheel" in r.headers["Location"]
     views = _views(client, pid)
