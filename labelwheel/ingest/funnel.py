@@ -235,6 +235,11 @@ def _decide(
             result.dropped.append(Outcome(key, "dropped", p.error[0], p.error[1]))
             continue
         assert p.sha is not None
+        if p.sha in seen:  # before the ledger: this run may have just recorded the first copy
+            result.dropped.append(
+                Outcome(key, "dropped", "exact_duplicate", None, p.sha, seen[p.sha])
+            )
+            continue
         earlier = ledger.get(p.sha)
         if earlier is not None and earlier.status in ("dropped", "imported"):
             result.skipped.append(_from_ledger(p.item, earlier))
@@ -251,11 +256,6 @@ def _decide(
                 continue
             result.dropped.append(
                 Outcome(key, "dropped", "exact_duplicate", None, p.sha, f"task {task_id}")
-            )
-            continue
-        if p.sha in seen:
-            result.dropped.append(
-                Outcome(key, "dropped", "exact_duplicate", None, p.sha, seen[p.sha])
             )
             continue
         seen[p.sha] = key

@@ -47,8 +47,15 @@ def test_first_pass_decides_every_file(
     tmp_path: Path, make_source: Callable[[Path], SourceTruth], embedder: Embedder
 ) -> None:
     truth = make_source(tmp_path / "src")
+    # a copy of a near duplicate: an exact duplicate of it, though its content is already
+    # recorded as dropped in this run's ledger
+    (truth.root / "zz_copy_of_near.jpg").write_bytes(
+        (truth.root / "z_near_chelsea_q70.jpg").read_bytes()
+    )
+    truth.dropped["zz_copy_of_near.jpg"] = ("exact_duplicate", "z_near_chelsea_q70.jpg")
     ledger = Ledger(tmp_path / "ledger.sqlite3", 1)
     result = _run(truth.root, ledger, embedder)
+    assert result.skipped == []
     assert result.listed == len(truth.files)  # notes.txt is not an image: not listed
     assert result.read == len(truth.files)
     assert sorted(c.item.key for c in result.candidates) == sorted(truth.kept)

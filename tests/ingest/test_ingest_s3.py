@@ -125,13 +125,14 @@ def test_cli_imports_from_s3(
     tasks = list(ls_client.iter_tasks(project["id"]))
     assert len(tasks) == 3
     by_source = {t["data"]["labelwheel_source"]: t for t in tasks}
+    s3: Any = s3_env.client()
     for row in out["tasks"]:
         task = by_source[row["key"]]
         assert task["id"] == row["task_id"]
         # the uploaded file is the object's bytes, under its own name
         assert task["data"]["image"].endswith(row["key"].rsplit("/", 1)[-1])
         data = ls_client.fetch_bytes(task["data"]["image"], 10**7, 30)
-        body = s3_env.client().get_object(Bucket=bucket, Key=row["key"])["Body"].read()  # type: ignore[attr-defined]
+        body = s3.get_object(Bucket=bucket, Key=row["key"])["Body"].read()
         assert data == body
     # the default ledger lives in the cache dir: a re-run imports nothing twice
     again = CliRunner().invoke(cli, argv, env=env, catch_exceptions=False)
