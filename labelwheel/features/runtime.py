@@ -47,6 +47,7 @@ __all__ = [
     "Runtime",
     "export_onnx",
     "inference_mode",
+    "inference_threads",
     "make_runtime",
     "model_cache_dirs",
     "onnx_model_name",
@@ -124,6 +125,17 @@ def physical_cores() -> int:
     if quota is not None:
         count = min(count, max(1, math.ceil(quota)))
     return count
+
+
+def inference_threads() -> int:
+    """Intra-op threads of an ONNX Runtime session: :func:`physical_cores`, or fewer when
+    ``OMP_NUM_THREADS`` (the limit torch honours too) says so."""
+    cores = physical_cores()
+    try:
+        limit = int(os.environ.get("OMP_NUM_THREADS", "0"))
+    except ValueError:
+        limit = 0
+    return min(cores, limit) if limit > 0 else cores
 
 
 def model_cache_dirs() -> list[Path]:
@@ -221,12 +233,12 @@ def export_onnx(module: Any, image_size: int) -> bytes:
 
 def onnx_session(model: bytes | Path, threads: int | None = None) -> Any:
     """An ONNX Runtime CPU session for a small machine: ``threads`` intra-op threads (default
-    :func:`physical_cores`) that sleep rather than spin between runs (the decoding threads need
+    :func:`inference_threads`) that sleep rather than spin between runs (the decoding threads need
     the cores then), one inter-op thread, every graph optimisation."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or physical_cores()
+    options.intra_op_num_threads = threads or inference_threads()
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -279,7 +291,7 @@ def _onnx_runtime(name: str, module: Any, image_size: int) -> Runtime:
     with torch.inference_mode():
         expected = module(torch.from_numpy(probe)).float().numpy()
     file_name = onnx_model_name(name, image_size, weights_digest(module))
-    threads = physical_cores()
+    threads = inference_threads()
 
     def checked(model: bytes | Path) -> Any:
         session = onnx_session(model, threads)

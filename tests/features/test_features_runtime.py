@@ -17,6 +17,7 @@ from labelwheel.features.runtime import (
     INFERENCE_ENV,
     MIN_COSINE,
     inference_mode,
+    inference_threads,
     make_runtime,
     model_cache_dirs,
     onnx_model_name,
@@ -208,11 +209,20 @@ def test_model_dir_holds_the_export_when_the_user_cache_cannot(
     assert kept.is_file() and str(kept) in runtime.detail
 
 
-def test_session_uses_the_physical_cores_and_every_optimisation(tmp_cache: Path) -> None:
+def test_session_uses_the_physical_cores_and_every_optimisation(
+    tmp_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import onnxruntime as ort
 
     cores = physical_cores()
     assert 1 <= cores <= len(os.sched_getaffinity(0))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert inference_threads() == cores
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert inference_threads() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "64")
+    assert inference_threads() == cores
+    monkeypatch.delenv("OMP_NUM_THREADS")
     net = SmallNet(seed=5)
     make_runtime("small", net, 32)
     session = onnx_session(tmp_cache / onnx_model_name("small", 32, weights_digest(net)))
