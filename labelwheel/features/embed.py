@@ -8,9 +8,15 @@ backend, the data-lead tools and the demo alike:
   a reference's hash (``known``) does not even fetch it again;
 - memory does not grow with the number of references or their resolution: references are
   processed in chunks of the backbone's batch size; each image is fetched, decoded (JPEGs at
-  reduced size where the format allows) and shrunk to the backbone's small input array by one
-  worker thread, and its bytes and full-size pixels are freed at once. At most
-  ``fetch_threads`` full-size images are alive at any moment;
+  reduced size where the format allows, others reduced right after decoding) and shrunk to the
+  backbone's small input array by one worker thread, and its bytes and full-size pixels are
+  freed at once. Full-size decodes share the process's pixel budget
+  (:data:`labelwheel.media.decode.DECODE_BUDGET`), so a batch of 25-megapixel images decodes
+  one at a time whatever ``fetch_threads`` is; at most ``fetch_threads`` fetched files wait;
+- the backbone sees at most :data:`FORWARD_PIXELS` input pixels per pass (4 images at 224 px,
+  16 at 112): a pass holds activations that grow with its batch (EfficientNet-Lite0 at 224 px,
+  PyTorch on CPU: about 90 MB for 4 images, 160 MB for 8, 600 MB for 32), and on CPU more than a
+  few images per pass gain little speed;
 - per-image failures are reported in :attr:`Embedded.errors`, never raised.
 """
 
@@ -35,6 +41,9 @@ from labelwheel.media import ImageError, decode_image
 __all__ = ["Embedded", "Embedder", "short_ref"]
 
 log = logging.getLogger("labelwheel.features")
+
+FORWARD_PIXELS = 4 * 224 * 224
+"""Most input pixels in one backbone pass (bounds the activations' memory)."""
 
 Reader = Callable[[str], bytes]
 """Reads the bytes behind an image reference; raises ImageError (or anything) on failure."""
@@ -83,6 +92,7 @@ class Embedder:
         self.backbone_name = backbone
         self.image_size = int(image_size)
         self.batch_size = int(batch_size)
+        self.forward_batch = max(1, min(self.batch_size, FORWARD_PIXELS // self.image_size**2))
         self.max_pixels = int(max_pixels)
         self.cache = EmbeddingCache(cache_root, backbone, image_size)
         self._loader = loader
@@ -151,10 +161,11 @@ class Embedder:
         net = self.backbone()
         if inputs is None or len(inputs) == 0:
             return np.zeros((0, net.dim), dtype=np.float32)
+        step = self.forward_batch
         with self._forward_lock:
-            out = net.forward(inputs)
+            parts = [net.forward(inputs[i : i + step]) for i in range(0, len(inputs), step)]
         self.images_embedded += len(inputs)
-        return out
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def embed_refs(
         self,
@@ -216,15 +227,17 @@ class Embedder:
                 continue
             inputs.setdefault(sha, item)
             waiting.setdefault(sha, []).append(i)
-        if not inputs:
-            return
+        del results  # the prepared inputs are referenced by ``inputs`` only, freed as used
         order = list(inputs)
-        vectors = self.forward(np.stack([inputs.pop(sha) for sha in order]))
-        for sha, vec in zip(order, vectors, strict=True):
-            vec = np.ascontiguousarray(vec)
-            self.cache.put(sha, vec)
-            for i in waiting[sha]:
-                out.vectors[i] = vec
+        step = self.forward_batch
+        for start in range(0, len(order), step):
+            part = order[start : start + step]
+            vectors = self.forward(np.stack([inputs.pop(sha) for sha in part]))
+            for sha, vec in zip(part, vectors, strict=True):
+                vec = np.ascontiguousarray(vec)
+                self.cache.put(sha, vec)
+                for i in waiting[sha]:
+                    out.vectors[i] = vec
 
     def _prepare(self, ref: str, read: Reader) -> tuple[str | None, np.ndarray | None, str | None]:
         """(hash, cached vector or prepared input, error) for one reference; the image's bytes
