@@ -105,6 +105,13 @@ def build_source(root: Path, n: int, seed: int) -> dict[str, dict[str, Any]]:
     return truth
 
 
+def _rss_mib() -> float:
+    """Peak resident memory of this process so far, in MiB (Linux reports KiB)."""
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
 def evaluate(truth: dict[str, dict[str, Any]], result: Any) -> dict[str, Any]:
     """Catch rates per injected kind and the wrongly dropped share of unique images."""
     dropped = {o.key: o for o in result.dropped}
@@ -179,6 +186,7 @@ def main() -> None:
         ctx = ProjectContext(project_id=1, title="benchmark", data_key="image", labels=())
         log(f"funnel over {len(truth)} files (image size {args.image_size})")
         load_before = os.getloadavg()
+        rss_before = _rss_mib()
         t0 = time.perf_counter()
         result = run_funnel(
             FolderSource(root),
@@ -205,6 +213,7 @@ def main() -> None:
         "seconds": round(wall, 2),
         "images_per_second": round(result.read / wall, 2),
         "load_average_before_after": [round(load_before[0], 2), round(load_after[0], 2)],
+        "rss_mib_before_after": [rss_before, _rss_mib()],  # peak RSS: torch + the whole run
         "note": "timed on a shared 2-core machine while other helpers ran tests and benchmarks "
         "(see load averages): throughput is a lower bound",
         "environment": environment(),
