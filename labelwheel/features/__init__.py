@@ -1,7 +1,8 @@
 """Features: the pretrained backbone, the embedding cache and the one path from image to vector.
 
 - :func:`load_backbone` / :class:`Backbone` (:mod:`labelwheel.features.backbone`): the one
-  backbone loader;
+  backbone loader, whose forward pass runs where :mod:`labelwheel.features.runtime` puts it
+  (ONNX Runtime on a CPU, exported once per machine; torch on a GPU, or as the logged fallback);
 - :class:`EmbeddingCache` / :func:`content_hash` (:mod:`labelwheel.features.cache`): the one
   embedding cache, by image content;
 - :class:`Embedder` (:mod:`labelwheel.features.embed`): references in, vectors out, with the
