@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from labelwheel.ingest.sources import Source, SourceItem
-from labelwheel.ingest.state import Ledger, LedgerItem
+from labelwheel.ingest.state import Ledger, LedgerItem, sha_of
 from labelwheel.media import ImageError
 
 __all__ = ["ImportPick", "Imported", "complete_landed", "import_picks"]
@@ -92,9 +92,16 @@ def _import_batch(
     ready: list[tuple[ImportPick, Path]] = []
     for pick in batch:
         try:
-            ready.append((pick, source.local_path(pick.item, scratch)))
+            path = source.local_path(pick.item, scratch)
+            if sha_of(path.read_bytes()) != pick.sha:
+                raise ImageError("changed since it was read")
         except ImageError as exc:  # vanished or changed since it was read
-            results.append(Imported(pick.item.key, pick.sha, None, f"unreadable: {exc.reason}"))
+            results.append(Imported(pick.item.key, pick.sha, None, exc.reason))
+            continue
+        except OSError:
+            results.append(Imported(pick.item.key, pick.sha, None, "not readable"))
+            continue
+        ready.append((pick, path))
     if not ready:
         return results
     ledger.record(

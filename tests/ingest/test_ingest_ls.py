@@ -310,3 +310,34 @@ def test_text_report_for_people(
     assert "labelling the dropped images would have cost 2.25 (9 × 0.25)" in out
     assert f"would import 5 (scored by diversity); {len(truth.kept) - 5} over the budget" in out
     assert "#1 " in out and "#5 " in out and "#6 " not in out
+
+
+def test_a_file_changed_since_it_was_read_is_not_imported(
+    ls_client: LabelStudioClient, project: int, tmp_path: Path, source_template: SourceTruth
+) -> None:
+    from labelwheel.ingest.importer import ImportPick, import_picks
+    from labelwheel.ingest.sources import FolderSource
+    from labelwheel.ingest.state import Ledger, sha_of
+
+    root = tmp_path / "src"
+    root.mkdir()
+    for name in ("a_photo_coins.png", "a_photo_moon.png"):
+        (root / name).write_bytes((source_template.root / name).read_bytes())
+    source = FolderSource(root)
+    items = {i.key: i for i in source.items()}
+    picks = [
+        ImportPick(items[k], sha_of((root / k).read_bytes()), {"labelwheel_rank": r})
+        for r, k in enumerate(sorted(items), start=1)
+    ]
+    page = (source_template.root / "a_photo_page.png").read_bytes()
+    (root / "a_photo_moon.png").write_bytes(page)  # changed after it was analysed
+    with Ledger(tmp_path / "l.sqlite3", project) as ledger:
+        out = import_picks(ls_client, project, source, picks, ledger)
+        assert ledger.counts() == {"imported": 1}
+    assert sorted((o.key, o.error or "") for o in out) == [
+        ("a_photo_coins.png", ""),
+        ("a_photo_moon.png", "changed since it was read"),
+    ]
+    tasks = _tasks(ls_client, project)
+    assert [t["data"]["labelwheel_rank"] for t in tasks] == [1]
+    assert [tasks[0]["id"]] == [o.task_id for o in out if o.task_id is not None]
