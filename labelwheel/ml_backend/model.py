@@ -68,7 +68,6 @@ class Model:
             cache_root=settings.model_dir,
             max_pixels=settings.max_image_pixels,
             loader=backbone_loader,
-            inference=settings.inference,
         )
         self.cache = self.embedder.cache
         # Pool jobs embed with their own fetch threads and forward lock (same backbone object,
@@ -229,7 +228,7 @@ class Model:
             usable.append(ann)
         if not usable:
             raise NotEnoughLabels(f"no usable annotations yet ({len(annotations)} stored)")
-        embedded = self.embed_refs([ann.image_ref for ann in usable])
+        embedded = self.embed_pool_refs([ann.image_ref for ann in usable])
         rows, label_sets = [], []
         failures = 0
         for ann, vec, err in zip(usable, embedded.vectors, embedded.errors, strict=True):
@@ -291,14 +290,22 @@ class Model:
         self, project_id: int, config: ClassificationConfig, wait: float
     ) -> PoolRanking | None:
         """The project's valid pool ranking, starting its background job if needed and waiting
-        for it at most ``wait`` seconds; None when it is not ready by then."""
+        for it until ``wait`` seconds after the job was queued; None when it is not ready by
+        then."""
         ranking = self.rankings.cached(project_id)
         if ranking is not None:
             return ranking
         if self.link.client() is None:
             return None
         self.pool_jobs.ensure(project_id, config)
-        return self.pool_jobs.wait(project_id, wait)
+        return self.pool_jobs.wait_budget(project_id, wait)
+
+    def refresh_pool(self, project_id: int, config: ClassificationConfig | None) -> None:
+        """The pool changed (new tasks): forget its ranking and start ranking it again in the
+        background (when Label Studio can be listed), so that the next /predict finds it."""
+        self.invalidate_pool(project_id)
+        if config is not None and self.link.client() is not None:
+            self.pool_jobs.ensure(project_id, config)
 
     def rank_batch(
         self, project_id: int, task_ids: list[int], vectors: list[np.ndarray | None]

@@ -163,6 +163,15 @@ class PoolJobs:
                     return None
                 self._cond.wait(0.5 if left is None else min(left, 0.5))
 
+    def wait_budget(self, project_id: int, budget: float) -> PoolRanking | None:
+        """:meth:`wait`, but only until ``budget`` seconds after the job was queued: the first
+        requests of a job share one budget, later ones answer at once (a connect of 20,000
+        tasks asks 400 times while the job runs; none of them may wait again)."""
+        with self._cond:
+            job = self._jobs.get(project_id)
+            queued = job.queued_at if job is not None else time.time()
+        return self.wait(project_id, max(0.0, queued + budget - time.time()))
+
     def rank_now(self, project_id: int, config: ClassificationConfig) -> PoolRanking | None:
         """Start the job if needed and wait for it to end (background callers only)."""
         self.ensure(project_id, config)
@@ -240,17 +249,20 @@ class PoolJobs:
     def _compute(self, project_id: int, config: ClassificationConfig) -> PoolRanking | None:
         started = time.time()
         self._set(project_id, state="listing", started_at=started, done=0, total=0, reason=None)
-        last_log = [time.monotonic()]
+        last: list[Any] = [time.monotonic(), "listing"]
 
         def on_progress(state: str, done: int, total: int) -> None:
             self._set(project_id, state=state, done=done, total=total)
             now = time.monotonic()
-            if state != "embedding" or now - last_log[0] >= LOG_EVERY_S or done == total:
-                last_log[0] = now
-                if state == "embedding":
-                    log.info("project %d: pool: embedding %d of %d", project_id, done, total)
-                else:
-                    log.info("project %d: pool: %s", project_id, state)
+            if state == last[1] and now - last[0] < LOG_EVERY_S and done != total:
+                return
+            last[0], last[1] = now, state
+            if state == "embedding":
+                log.info("project %d: pool: embedding %d of %d", project_id, done, total)
+            elif state == "listing":
+                log.info("project %d: pool: listing, %d tasks so far", project_id, done)
+            else:
+                log.info("project %d: pool: %s %d tasks", project_id, state, total)
 
         try:
             ranking = self.rankings.compute(project_id, config, on_progress)

@@ -139,9 +139,8 @@ def install_hooks(app: Flask) -> None:
 
 
 def _body() -> dict[str, Any]:
-    """The JSON object of the request (BadInput → 400: empty, malformed, nested too deep).
-    Read once, not cached: a /predict body of data: URIs is not kept twice."""
-    return parse_json_object(request.get_data(cache=False))
+    """The JSON object of the request (BadInput → 400: empty, malformed, nested too deep)."""
+    return parse_json_object(request.get_data(cache=True))
 
 
 def parse_project_id(value: Any, field: str = "project") -> int:
@@ -507,6 +506,7 @@ def _version_details(service: Any, version: Version) -> dict[str, Any]:
         (version.project_id, version.name), {"approval": 0, "correction": 0}
     )
     total = feedback["approval"] + feedback["correction"]
+    serving = service.model.version_name(version.project_id) == version.name
     return {
         "project": version.project_id,
         "name": version.name,
@@ -517,7 +517,11 @@ def _version_details(service: Any, version: Version) -> dict[str, Any]:
         "approvals": feedback["approval"],
         "corrections": feedback["correction"],
         "acceptance_rate": feedback["approval"] / total if total else None,
-        "serving": service.model.version_name(version.project_id) == version.name,
+        "serving": serving,
+        # the serving version's pool ranking job (state, "embedding k of N", ...); None otherwise
+        "pool": service.model.pool_jobs.progress(version.project_id).get(version.project_id)
+        if serving
+        else None,
     }
 
 

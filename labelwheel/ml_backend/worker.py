@@ -10,7 +10,8 @@
   (so before the webhook is acknowledged), and :meth:`Worker.start` re-queues every training that
   was owed when the previous process died (see :mod:`labelwheel.ml_backend.store_training`);
 - the embedding thread embeds the images of newly created tasks (``TASKS_CREATED``) into the
-  cache so that later ``/predict`` calls and pool rankings are fast.
+  cache so that later ``/predict`` calls and pool rankings are fast, then starts the project's
+  pool ranking again in the background (:mod:`labelwheel.ml_backend.pool_jobs`).
 """
 
 from __future__ import annotations
@@ -244,7 +245,7 @@ class Worker:
                 project_id, refs = self._embed_queue.popleft()
                 self._embedding = True
             try:
-                embedded = self.model.embed_refs(refs)
+                embedded = self.model.embed_pool_refs(refs)
                 failed = [e for e in embedded.errors if e is not None]
                 for err in failed[:5]:
                     log.warning("project %d: new task not embedded: %s", project_id, err)
@@ -254,7 +255,7 @@ class Worker:
                     len(refs) - len(failed),
                     len(failed),
                 )
-                self.model.invalidate_pool(project_id)
+                self.model.refresh_pool(project_id, self.config_for(project_id))
             except Exception as exc:
                 log.error("project %d: embedding new tasks failed: %s", project_id, exc)
             finally:

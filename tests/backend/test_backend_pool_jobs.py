@@ -214,6 +214,24 @@ def test_slow_pool_predict_answers_at_once_and_provisional_scores_are_replaced(
     assert slow_images.hits == hits
     assert service.model.images_embedded == embedded
 
+    # a new task costs one embedding: in its /predict; the pool job finds it in the cache
+    images, _ = digits
+    (new_id,) = ls_client.import_tasks(project_id, [{"image": data_uri(images[7])}])
+    new_body = {
+        "tasks": [ls_client.get_task(new_id)],
+        "project": f"{project_id}.1",
+        "label_config": CONFIG_SINGLE,
+    }
+    time.sleep(1.1)  # the ranking is older than a second: a task it lacks starts a new job
+    assert client.post("/predict", json=new_body).status_code == 200
+    deadline = time.monotonic() + 60
+    while service.model.cached_ranking(project_id) is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    ranking = service.model.cached_ranking(project_id)
+    assert ranking is not None and ranking.pool_size == N_SLOW + 4 and new_id in ranking.scores
+    assert service.model.images_embedded == embedded + 1
+    assert slow_images.hits == hits
+
 
 def test_one_projects_slow_pool_does_not_delay_another_projects_predict(
     served: tuple[Any, str], ls_client: Any, digits: Any, slow_images: SlowImages
