@@ -275,3 +275,40 @@ def test_one_projects_slow_pool_does_not_delay_another_projects_predict(
         time.sleep(0.1)
     assert service.model.cached_ranking(other) is not None
     assert _job(client, other)["state"] in ("ready", "published")
+
+
+def test_one_projects_training_on_slow_images_does_not_delay_another_projects_predict(
+    make_app: Any, digits: Any, slow_images: SlowImages
+) -> None:
+    """No Label Studio here: project 1 trains on 40 slow images (embedding them takes >= 5 s),
+    project 2's /predict of fresh data: URI images answers meanwhile."""
+    from backend_helpers import annotation_event
+
+    app = make_app(LABELWHEEL_ALLOWED_HOSTS="127.0.0.1")
+    service = get_service(app)
+    client = app.test_client()
+    images, target = digits
+    labels = [int(target[100 + i]) % 2 for i in range(40)]
+    for i in range(40):
+        name = "zero" if labels[i] == 0 else "one"
+        event = annotation_event(i + 1, i + 1, slow_images.url(i), [name], project=1)
+        assert client.post("/webhook", json=event).status_code == 200
+    start = {"action": "START_TRAINING", "project": {"id": 1, "label_config": CONFIG_SINGLE}}
+    assert client.post("/webhook", json=start).status_code == 200
+    deadline = time.monotonic() + 30
+    while slow_images.hits == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert slow_images.hits > 0 and 1 in service.worker.running  # training, fetching
+
+    tasks = [{"id": 1000 + k, "data": {"image": data_uri(images[500 + k])}} for k in range(2)]
+    started = time.monotonic()
+    resp = client.post(
+        "/predict", json={"tasks": tasks, "project": "2.1", "label_config": CONFIG_SINGLE}
+    )
+    elapsed = time.monotonic() - started
+    assert resp.status_code == 200
+    assert elapsed < 1.5, elapsed
+    assert 1 in service.worker.running  # project 1 was training the whole time
+    assert slow_images.hits < 40
+    assert service.worker.wait_idle(120)
+    assert [v["name"] for v in client.get("/versions?project=1").get_json()["details"]] == ["v1"]
