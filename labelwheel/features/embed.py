@@ -101,8 +101,6 @@ class Embedder:
         self._backbone_lock = threading.Lock()
         self._forward_lock = threading.Lock()
         self._fetch_threads = fetch_threads
-        self._pool: ThreadPoolExecutor | None = None
-        self._pool_lock = threading.Lock()
         self.images_embedded = 0
 
     # -- backbone -------------------------------------------------------------------------------
@@ -135,19 +133,8 @@ class Embedder:
         return self._backbone is not None
 
     def close(self) -> None:
-        """Stop the fetch threads."""
-        with self._pool_lock:
-            if self._pool is not None:
-                self._pool.shutdown(wait=False, cancel_futures=True)
-                self._pool = None
-
-    def _executor(self) -> ThreadPoolExecutor:
-        with self._pool_lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(
-                    max_workers=self._fetch_threads, thread_name_prefix="lw-fetch"
-                )
-            return self._pool
+        """Nothing to stop: fetch threads live only while a chunk is being read (each call has
+        its own, so one caller's slow images never queue another caller's fetches)."""
 
     # -- embedding ------------------------------------------------------------------------------
 
@@ -211,7 +198,15 @@ class Embedder:
     def _embed_chunk(
         self, refs: Sequence[str | None], positions: list[int], read: Reader, out: Embedded
     ) -> None:
-        results = list(self._executor().map(lambda i: self._prepare(str(refs[i]), read), positions))
+        # Threads of this call only: with one pool shared by every caller, a request whose images
+        # sit on a slow host would fill its FIFO queue and every other request would wait behind
+        # it. Connections per host are bounded by the fetcher, memory by the decode budget.
+        workers = min(self._fetch_threads, len(positions))
+        if workers <= 1:
+            results = [self._prepare(str(refs[i]), read) for i in positions]
+        else:
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lw-fetch") as pool:
+                results = list(pool.map(lambda i: self._prepare(str(refs[i]), read), positions))
         inputs: dict[str, np.ndarray] = {}
         waiting: dict[str, list[int]] = {}
         for i, (sha, item, err) in zip(positions, results, strict=True):
