@@ -11,9 +11,10 @@ The audit looks at a pool's labelled items only:
    often each class is confused with each other; ``cleanlab.rank.get_label_quality_scores``
    (self-confidence: the out-of-fold probability of the given label) scores every label.
 3. **Context checks**: near-duplicate images (the selectors' filter) that carry different
-   labels; tasks whose annotators chose different labels (Label Studio projects); outliers (the most unusual 2% of the pool by anomaly score, possibly junk); and
-   items the model gets wrong inside a k-means cluster where its out-of-fold accuracy is far
-   below its overall accuracy (a confusing region, or a systematic mislabelling).
+   labels; tasks whose annotators chose different labels (Label Studio projects); outliers
+   (the most unusual 2% of the pool by anomaly score, possibly junk); and items the model gets
+   wrong inside a k-means cluster where its out-of-fold accuracy is far below its overall
+   accuracy (a confusing region, or a systematic mislabelling).
 
 **Suspicion** (0 = the label looks right, 1 = surely wrong) is ``1 − trust``, where trust starts
 as cleanlab's label quality score and is multiplied by :data:`CONFLICT_FACTOR` for each conflict
