@@ -31,6 +31,7 @@ from typing import Any
 import click
 import requests
 
+from labelwheel.cli_options import label_studio_options
 from labelwheel.ls_api import LabelStudioClient, LabelStudioError
 
 __all__ = [
@@ -347,18 +348,7 @@ def _is_labelled(task: dict[str, Any]) -> bool:
 
 @click.command("connect")
 @click.option("--project", "project_id", type=int, required=True, help="Label Studio project id.")
-@click.option(
-    "--url",
-    envvar="LABEL_STUDIO_URL",
-    show_envvar=True,
-    help="Label Studio URL, e.g. http://127.0.0.1:8080.",
-)
-@click.option(
-    "--api-key",
-    envvar="LABEL_STUDIO_API_KEY",
-    show_envvar=True,
-    help="Legacy API token or personal access token.",
-)
+@label_studio_options
 @click.option(
     "--backend-url",
     envvar="LABELWHEEL_BACKEND_URL",

@@ -29,6 +29,7 @@ LOWER_FLOORS = (
     "ingest",
     "doctor",
     "cli.py",
+    "cli_options.py",
     "connect.py",
     "ls_api.py",
 )

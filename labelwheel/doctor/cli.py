@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from labelwheel.cli_options import label_studio_options
+
 _EPILOG = (
     "Exit status: 0 when every check passed (warnings and skipped checks allowed), 1 when any "
     "check failed, 2 on a usage error."
@@ -15,18 +17,7 @@ _EPILOG = (
 
 @click.command("doctor", epilog=_EPILOG)
 @click.option("--project", "project_id", type=int, required=True, help="Label Studio project id.")
-@click.option(
-    "--url",
-    envvar="LABEL_STUDIO_URL",
-    show_envvar=True,
-    help="Label Studio URL, e.g. http://127.0.0.1:8080.",
-)
-@click.option(
-    "--api-key",
-    envvar="LABEL_STUDIO_API_KEY",
-    show_envvar=True,
-    help="Legacy API token or personal access token (the one the backend uses).",
-)
+@label_studio_options
 @click.option(
     "--backend-url",
     envvar="LABELWHEEL_BACKEND_URL",

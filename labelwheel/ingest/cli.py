@@ -11,6 +11,8 @@ from typing import Any
 
 import click
 
+from labelwheel.cli_options import label_studio_options
+
 __all__ = ["ingest_command"]
 
 
@@ -35,13 +37,7 @@ def _fail(message: str) -> click.ClickException:
     help="Similarity (correlation of blurred 16×16 thumbnails) from which two images are near "
     "duplicates.",
 )
-@click.option("--url", envvar="LABEL_STUDIO_URL", show_envvar=True, help="Label Studio URL.")
-@click.option(
-    "--api-key",
-    envvar="LABEL_STUDIO_API_KEY",
-    show_envvar=True,
-    help="Label Studio legacy token or personal access token.",
-)
+@label_studio_options
 @click.option(
     "--s3-endpoint-url",
     envvar="LABELWHEEL_S3_ENDPOINT_URL",

@@ -20,6 +20,8 @@ from typing import Any, TypeVar
 
 import click
 
+from labelwheel.cli_options import label_studio_options
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -41,18 +43,7 @@ def _source_options(func: F) -> F:
             type=click.Path(path_type=Path),
             help="Work offline on a folder of images (labels from sub-folders or labels.csv).",
         ),
-        click.option(
-            "--url",
-            envvar="LABEL_STUDIO_URL",
-            show_envvar=True,
-            help="Label Studio URL.",
-        ),
-        click.option(
-            "--api-key",
-            envvar="LABEL_STUDIO_API_KEY",
-            show_envvar=True,
-            help="Label Studio legacy token or personal access token.",
-        ),
+        label_studio_options,
         click.option(
             "--model-dir",
             envvar="MODEL_DIR",
