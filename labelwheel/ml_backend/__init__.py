@@ -75,13 +75,18 @@ class BackendService:
             self.model,
             self.store,
             self.config_for,
-            on_version=self.publish,
+            on_version=self.publish_later,
             on_run=self.metrics.count_run,
         )
         self.published: dict[int, str] = {}
         self.publish_errors: dict[int, str] = {}
         # per project: (tasks predicted, tasks to predict) of the publish under way
         self.publishing: dict[int, tuple[int, int]] = {}
+        # per project: the publisher thread and the newest version it still owes
+        self._publishers: dict[int, threading.Thread] = {}
+        self._publish_owed: dict[int, Version] = {}
+        self._publish_lock = threading.Lock()
+        self._closing = False
 
     def start(self) -> None:
         """Load the serving version of every known project (the newest readable artifact;
@@ -93,6 +98,9 @@ class BackendService:
 
     def close(self) -> None:
         """Stop background threads and close the database."""
+        with self._publish_lock:
+            self._closing = True
+            self._publish_owed.clear()
         self.worker.stop()
         self.model.close()
         self.store.close()
@@ -123,6 +131,38 @@ class BackendService:
             return self.parse_config(str(row["label_config"]))
         except ValueError:
             return None
+
+    def publish_later(self, project_id: int, version: Version) -> None:
+        """Publish in the project's own publisher thread, so that the training thread goes on
+        with other projects' trainings while a large pool is ranked and its predictions are
+        written; versions that arrive meanwhile are coalesced (the newest is published)."""
+        with self._publish_lock:
+            if self._closing:
+                return
+            self._publish_owed[project_id] = version
+            thread = self._publishers.get(project_id)
+            if thread is not None and thread.is_alive():
+                return
+            thread = threading.Thread(
+                target=self._publish_loop,
+                args=(project_id,),
+                name=f"lw-publish-{project_id}",
+                daemon=True,
+            )
+            self._publishers[project_id] = thread
+            thread.start()
+
+    def _publish_loop(self, project_id: int) -> None:
+        while True:
+            with self._publish_lock:
+                version = self._publish_owed.pop(project_id, None)
+                if version is None or self._closing:
+                    self._publishers.pop(project_id, None)
+                    return
+            try:
+                self.publish(project_id, version)
+            except Exception:  # never let a bug kill the publisher silently
+                log.exception("project %d: publishing %s failed", project_id, version.name)
 
     def publish(self, project_id: int, version: Version) -> None:
         """After a training: warm the pool ranking, then let Label Studio re-predict and switch.

@@ -68,7 +68,6 @@ class Model:
             cache_root=settings.model_dir,
             max_pixels=settings.max_image_pixels,
             loader=backbone_loader,
-            inference=settings.inference,
         )
         self.cache = self.embedder.cache
         # Pool jobs embed with their own fetch threads and forward lock (same backbone object,
@@ -285,6 +284,8 @@ class Model:
     def rank_pool(self, project_id: int, config: ClassificationConfig) -> PoolRanking | None:
         """The project's pool ranking, waiting for its background job to end (never call this
         in a request: see :meth:`pool_ranking`); None when Label Studio is not reachable."""
+        if self.link.client() is None:
+            return None
         return self.pool_jobs.rank_now(project_id, config)
 
     def pool_ranking(

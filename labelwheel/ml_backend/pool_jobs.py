@@ -39,11 +39,16 @@ LOG_EVERY_S = 10.0
 
 REPLACE_CHUNK = 50
 REPLACE_PAUSE_S = 0.25
+REPLACE_EACH_PAUSE_S = 0.05
+"""Pauses between score writes (each one short), so that annotators' own writes on Label
+Studio's SQLite get their turn (see ``labelwheel.connect.PublishPacing``)."""
 REPLACE_BUSY_RETRIES = 6
 REPLACE_PASSES = 4
 """Passes over the provisional tasks: a prediction Label Studio has not stored yet (its
 ``/predict`` answer is still on the way) is looked for again on the next pass."""
 REPLACE_PASS_DELAY_S = 2.0
+PER_TASK_LOOKUPS = 100
+"""Up to this many provisional tasks, their predictions are looked up task by task."""
 
 
 @dataclass
@@ -333,6 +338,21 @@ class PoolJobs:
                 )
         with self._cond:
             job = self._jobs[project_id]
+            ranking = self.rankings.cached(project_id)
+            left = self._provisional.get(project_id, {})
+            if ranking is not None and left:
+                # never stored by Label Studio (a /predict from elsewhere, or its save failed):
+                # nothing to replace; forget them so that the memory stays bounded
+                missing = [t for t, v in left.items() if v == ranking.version]
+                for task_id in missing:
+                    left.pop(task_id, None)
+                if missing:
+                    log.info(
+                        "project %d: %d provisional predictions not found in Label Studio",
+                        project_id,
+                        len(missing),
+                    )
+            job.provisional_pending = len(left)
             if job.state == "ready" and client is not None:
                 job.state = "published"
             self._cond.notify_all()
@@ -345,13 +365,19 @@ class PoolJobs:
         if not wanted:
             return []
         found: dict[int, int] = {}
-        resp = client.request(
-            "GET",
-            "/api/predictions",
-            params={"project": int(project_id)},
-            busy_retries=REPLACE_BUSY_RETRIES,
+        # a few tasks: their own predictions; many: the project's list, read once
+        queries = (
+            [{"task": t} for t in sorted(wanted)]
+            if len(wanted) <= PER_TASK_LOOKUPS
+            else [{"project": int(project_id)}]
         )
-        for pred in resp.json() or []:
+        listed: list[dict[str, Any]] = []
+        for params in queries:
+            resp = client.request(
+                "GET", "/api/predictions", params=params, busy_retries=REPLACE_BUSY_RETRIES
+            )
+            listed.extend(resp.json() or [])
+        for pred in listed:
             task = pred.get("task")
             if task in wanted and pred.get("model_version") == ranking.version:
                 found[int(task)] = int(pred["id"])
@@ -364,6 +390,7 @@ class PoolJobs:
                 score = ranking.scores.get(task_id)
                 if score is None:
                     continue
+                time.sleep(REPLACE_EACH_PAUSE_S)
                 client.request(
                     "PATCH",
                     f"/api/predictions/{pred_id}/",

@@ -33,6 +33,7 @@ class SlowImages:
     def __init__(self, images: list[bytes]) -> None:
         self.images = images
         self.hits = 0
+        self.delay = DELAY_S
         self._lock = threading.Lock()
         owner = self
 
@@ -40,7 +41,7 @@ class SlowImages:
             def do_GET(self) -> None:
                 with owner._lock:
                     owner.hits += 1
-                time.sleep(DELAY_S)
+                time.sleep(owner.delay)
                 try:
                     body = owner.images[int(self.path.rsplit("/", 1)[-1].split(".")[0])]
                 except (ValueError, IndexError):
@@ -312,3 +313,50 @@ def test_one_projects_training_on_slow_images_does_not_delay_another_projects_pr
     assert slow_images.hits < 40
     assert service.worker.wait_idle(120)
     assert [v["name"] for v in client.get("/versions?project=1").get_json()["details"]] == ["v1"]
+
+
+def test_one_projects_slow_publish_does_not_hold_another_projects_training(
+    served: tuple[Any, str], ls_client: Any, digits: Any, slow_images: SlowImages
+) -> None:
+    """Project A's new version waits for its slow pool ranking before it is published; project
+    B trains and publishes meanwhile (publishing runs in a thread per project, not in the
+    training thread)."""
+    from backend_helpers import annotation_event
+
+    app, url = served
+    service = get_service(app)
+    client = app.test_client()
+    images, target = digits
+    slow_images.delay = 2.0  # A's pool of 40 slow images: >= 20 s
+    a_id, _ = _slow_project(ls_client, digits, slow_images)
+    a_tasks = [t["id"] for t in ls_client.iter_tasks(a_id)][:N_SLOW]
+    idx = list(np.flatnonzero(target == 0)[:8]) + list(np.flatnonzero(target == 1)[:8])
+    b_id = int(ls_client.create_project("labelwheel quick project", CONFIG_SINGLE)["id"])
+    b_tasks = ls_client.import_tasks(b_id, [{"image": data_uri(images[i])} for i in idx])
+    for pid in (a_id, b_id):
+        ls_client.ensure_ml_backend(pid, url, "labelwheel", None)
+
+    def annotate(pid: int, tasks: list[int], refs: list[str], names: list[str]) -> None:
+        for k, (task_id, ref, name) in enumerate(zip(tasks, refs, names, strict=True)):
+            event = annotation_event(pid * 1000 + k, task_id, ref, [name], project=pid)
+            assert client.post("/webhook", json=event).status_code == 200
+        start = {"action": "START_TRAINING", "project": {"id": pid, "label_config": CONFIG_SINGLE}}
+        assert client.post("/webhook", json=start).status_code == 200
+
+    names = ["zero"] * 4 + ["one"] * 4
+    annotate(a_id, a_tasks[:8], [slow_images.url(i) for i in range(8)], names)
+    b_refs = [data_uri(images[i]) for i in idx]
+    annotate(b_id, b_tasks[:4] + b_tasks[8:12], b_refs[:4] + b_refs[8:12], names)
+
+    deadline = time.monotonic() + 120
+    while service.published.get(b_id) != "v1" and time.monotonic() < deadline:
+        assert b_id not in service.publish_errors, service.publish_errors
+        time.sleep(0.2)
+    assert service.published.get(b_id) == "v1", service.worker.last_error
+    assert ls_client.get_project(b_id)["model_version"] == "v1"
+    # A trained first, but its publish is still waiting for its slow pool ranking
+    assert [v["name"] for v in client.get(f"/versions?project={a_id}").get_json()["details"]] == [
+        "v1"
+    ]
+    assert service.published.get(a_id) is None
+    assert _job(client, a_id)["state"] in ("listing", "embedding", "ranking")
