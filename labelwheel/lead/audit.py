@@ -11,7 +11,9 @@ The audit looks at a pool's labelled items only:
    often each class is confused with each other; ``cleanlab.rank.get_label_quality_scores``
    (self-confidence: the out-of-fold probability of the given label) scores every label.
 3. **Context checks**: near-duplicate images (the selectors' filter) that carry different
-   labels; tasks whose annotators chose different labels (Label Studio projects); outliers
+   labels; labelled training items that are near-duplicates of held-out items (leakage: the
+   held-out accuracy is inflated; see :func:`labelwheel.lead.audit_io.holdout_mask` for how a
+   project marks them); tasks whose annotators chose different labels; outliers
    (the most unusual 2% of the pool by anomaly score, possibly junk); and items the model gets
    wrong inside a k-means cluster where its out-of-fold accuracy is far below its overall
    accuracy (a confusing region, or a systematic mislabelling).
@@ -19,10 +21,10 @@ The audit looks at a pool's labelled items only:
 **Suspicion** (0 = the label looks right, 1 = surely wrong) is ``1 − trust``, where trust starts
 as cleanlab's label quality score and is multiplied by :data:`CONFLICT_FACTOR` for each conflict
 (near-duplicate, annotators) and by :data:`CONTEXT_FACTOR` for each context flag (outlier, weak
-cluster). An item is a **suspect** when cleanlab flags it or any check gives it a reason (an
-outlier only when the model gives its label less than even odds); suspects are listed most
-suspicious first, each with the given label, the suggested one (the out-of-fold model's choice,
-when it differs) and the reasons.
+cluster, near-duplicate of a held-out item). An item is a **suspect** when cleanlab flags it or
+any check gives it a reason (an outlier only when the model gives its label less than even odds);
+suspects are listed most suspicious first, each with the given label, the suggested one (the
+out-of-fold model's choice, when it differs) and the reasons.
 
 Where audits come from and go to (the labels CSV, Label Studio's view and task fields):
 :mod:`labelwheel.lead.audit_io`.
@@ -49,6 +51,7 @@ __all__ = [
     "MIN_LABELS",
     "VIEW_TITLE",
     "Audit",
+    "HoldoutLeak",
     "Suspect",
     "WeakCluster",
     "audit_pool",
@@ -98,6 +101,15 @@ class WeakCluster:
 
 
 @dataclass
+class HoldoutLeak:
+    """A labelled training item that is a near-duplicate of held-out items (``held_out``: ids)."""
+
+    task_id: int
+    ref: str
+    held_out: list[int]
+
+
+@dataclass
 class Audit:
     """The result of :func:`audit_pool`."""
 
@@ -113,6 +125,9 @@ class Audit:
     weak_clusters: list[WeakCluster]
     duplicate_conflicts: list[list[int]]
     notes: list[str] = field(default_factory=list)
+    holdout: int = 0
+    """Held-out items in the pool (0: the pool marks none)."""
+    holdout_leaks: list[HoldoutLeak] = field(default_factory=list)
     ranking: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     """Pool positions of every labelled item, most suspicious first (suspects and the rest)."""
     suspicion: np.ndarray = field(default_factory=lambda: np.zeros(0))
@@ -186,18 +201,26 @@ def audit_pool(
     n_clusters: int | None = None,
     anomaly_fraction: float = 0.02,
     annotator_labels: Mapping[int, Sequence[str]] | None = None,
+    holdout: Sequence[bool] | np.ndarray | None = None,
 ) -> Audit:
     """Rank the pool's labels by how likely they are wrong; see the module docstring.
 
     ``annotator_labels``: per pool position, the labels different annotators chose (a Label
     Studio project: :func:`labelwheel.lead.audit_io.annotator_labels`); more than one distinct
-    label is a conflict.
-    Raises ValueError for a multi-label pool or too few labels.
+    label is a conflict. ``holdout``: per pool position, whether the item is held out (test or
+    validation data: :func:`labelwheel.lead.audit_io.holdout_mask`); a labelled item that is not
+    held out and is a near-duplicate of one that is gets the reason "near-duplicate of held-out
+    ...". Raises ValueError for a multi-label pool, too few labels or a mask of the wrong length.
     """
     if pool.multi_label:
         raise ValueError("audit works on single-label classification; this project is multi-label")
     if folds < 2:
         raise ValueError(f"folds must be at least 2, got {folds}")
+    held = np.zeros(len(pool), dtype=bool)
+    if holdout is not None:
+        held = np.asarray(holdout, dtype=bool).reshape(-1)
+        if held.size != len(pool):
+            raise ValueError(f"holdout mask has {held.size} entries for {len(pool)} items")
     codes = pool.codes()
     labeled = np.flatnonzero(codes >= 0)
     names, counts = np.unique(codes[labeled], return_counts=True)
@@ -246,7 +269,8 @@ def audit_pool(
             )
 
     ident = _identifier(pool)
-    conflicts = _duplicate_conflicts(pool, labeled)
+    groups = _filters.near_duplicate_groups(emb)
+    conflicts = _duplicate_conflicts(pool, labeled, groups)
     for group in conflicts:
         for pos in group:
             others = [q for q in group if pool.labels[q] != pool.labels[pos]]
@@ -255,6 +279,11 @@ def audit_pool(
             shown = ", ".join(f"{ident(q)} labelled '{pool.labels[q]}'" for q in others[:3])
             reasons[pos].append(f"near-duplicate of {shown}")
             trust[pos] *= CONFLICT_FACTOR
+    leaks = _holdout_leaks(pool, labeled, held, groups)
+    for leak_pos, held_pos in leaks:
+        shown = ", ".join(ident(q) for q in held_pos[:3]) + (", …" if len(held_pos) > 3 else "")
+        reasons[leak_pos].append(f"near-duplicate of held-out {shown}")
+        trust[leak_pos] *= CONTEXT_FACTOR
     for pos, chosen in (annotator_labels or {}).items():
         distinct = sorted(set(chosen))
         if pos in reasons and len(distinct) > 1:
@@ -322,6 +351,11 @@ def audit_pool(
         weak_clusters=weak,
         duplicate_conflicts=[[int(pool.ids[p]) for p in g] for g in conflicts],
         notes=notes,
+        holdout=int(held.sum()),
+        holdout_leaks=[
+            HoldoutLeak(int(pool.ids[p]), pool.refs[p], [int(pool.ids[q]) for q in h])
+            for p, h in leaks
+        ],
         ranking=ranking,
         suspicion=suspicion,
     )
@@ -333,16 +367,35 @@ def _identifier(pool: Pool) -> Any:
     return lambda p: pool.refs[p]
 
 
-def _duplicate_conflicts(pool: Pool, labeled: np.ndarray) -> list[list[int]]:
+def _duplicate_conflicts(
+    pool: Pool, labeled: np.ndarray, groups: list[list[int]]
+) -> list[list[int]]:
     """Near-duplicate groups (pool positions) whose labelled members disagree."""
     out = []
     is_labeled = np.zeros(len(pool), dtype=bool)
     is_labeled[labeled] = True
-    for group in _filters.near_duplicate_groups(pool.embeddings):
+    for group in groups:
         members = [p for p in group if is_labeled[p]]
         if len({pool.labels[p] for p in members}) > 1:
             out.append(members)
     return out
+
+
+def _holdout_leaks(
+    pool: Pool, labeled: np.ndarray, held: np.ndarray, groups: list[list[int]]
+) -> list[tuple[int, list[int]]]:
+    """(labelled training position, held-out positions) for each training label in a
+    near-duplicate group that holds held-out items."""
+    if not held.any():
+        return []
+    is_labeled = np.zeros(len(pool), dtype=bool)
+    is_labeled[labeled] = True
+    out = []
+    for group in groups:
+        held_out = [p for p in group if held[p]]
+        if held_out:
+            out += [(p, held_out) for p in group if is_labeled[p] and not held[p]]
+    return sorted(out)
 
 
 def _weak_clusters(

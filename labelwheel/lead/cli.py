@@ -127,7 +127,15 @@ def _client(url: str | None, api_key: str | None) -> Any:
     return LabelStudioClient(url, api_key)
 
 
-def _load(kw: dict[str, Any], *, labeled_only: bool = False, need_project: bool = False) -> Loaded:
+def _load(
+    kw: dict[str, Any],
+    *,
+    labeled_only: bool = False,
+    need_project: bool = False,
+    keep: Callable[[dict[str, Any]], bool] | None = None,
+) -> Loaded:
+    """The pool of ``--project`` or ``--images``. ``keep``: of a project, embed only the tasks
+    it keeps (``pool.tasks`` still holds them all)."""
     from labelwheel.lead.sources import open_store
     from labelwheel.pool import default_cache_dir, load_folder_pool, load_project_pool
 
@@ -148,7 +156,15 @@ def _load(kw: dict[str, Any], *, labeled_only: bool = False, need_project: bool 
     if images_dir is not None:
         return Loaded(load_folder_pool(images_dir, **common), None, None)
     client = _client(kw["url"], kw["api_key"])
-    pool = load_project_pool(client, project_id, labeled_only=labeled_only, **common)
+    if keep is None:
+        pool = load_project_pool(client, project_id, labeled_only=labeled_only, **common)
+        return Loaded(pool, client, open_store(kw["model_dir"]))
+    all_tasks = list(client.iter_tasks(project_id, fields="all"))
+    kept = [t for t in all_tasks if keep(t)]
+    if all_tasks and not kept:
+        raise _fail(f"project {project_id} has no labelled tasks yet")
+    pool = load_project_pool(client, project_id, tasks=kept or all_tasks, **common)
+    pool.tasks = all_tasks
     return Loaded(pool, client, open_store(kw["model_dir"]))
 
 
@@ -516,38 +532,88 @@ def report_command(cost_per_label: float | None, **kw: Any) -> None:
 )
 @click.option("--limit", type=click.IntRange(1), help="Show and write only the N most suspicious.")
 @click.option("--dry-run", is_flag=True, help="Only print the suspects; do not write the view.")
+@click.option(
+    "--holdout-field",
+    help="Task data field naming a task's split (default 'split'); with --images the split is "
+    "the labels CSV's third column.",
+)
+@click.option(
+    "--holdout-values",
+    help="Comma-separated values of that field that mark held-out tasks "
+    "(default test,holdout,held-out,validation,val).",
+)
 @_friendly_errors
 def audit_command(
-    labels_csv: Path | None, folds: int, limit: int | None, dry_run: bool, **kw: Any
+    labels_csv: Path | None,
+    folds: int,
+    limit: int | None,
+    dry_run: bool,
+    holdout_field: str | None,
+    holdout_values: str | None,
+    **kw: Any,
 ) -> None:
     """Find annotations that are probably wrong, and save them as a Label Studio view.
 
     Out-of-fold probabilities of the model on the labels, confident learning (cleanlab),
-    near-duplicates with different labels, annotators who disagree, outliers and clusters where
-    the model does much worse than overall. The view "labelwheel: review suspected label errors"
-    holds the suspects, most suspicious first; each carries the data fields
+    near-duplicates with different labels, labelled near-duplicates of held-out tasks (data field
+    split = test/holdout/validation: leakage), annotators who disagree, outliers and clusters
+    where the model does much worse than overall. The view "labelwheel: review suspected label
+    errors" holds the suspects, most suspicious first; each carries the data fields
     labelwheel_audit_rank, labelwheel_suggested, labelwheel_suspicion and labelwheel_why.
     Re-running replaces the view and clears the fields of tasks no longer suspected.
     """
     from labelwheel.lead.audit import audit_pool
     from labelwheel.lead.audit_io import (
+        DEFAULT_HOLDOUT_FIELD,
+        DEFAULT_HOLDOUT_VALUES,
         annotator_labels,
-        read_labels_csv,
+        holdout_mask,
+        is_held_out,
+        parse_holdout_values,
+        read_label_table,
         with_labels,
         write_audit_view,
     )
 
-    table = None
+    table, splits = None, None
     if labels_csv is not None:
         if kw["images_dir"] is None:
             raise _fail("--labels goes with --images DIR (a project's labels are its annotations)")
-        table = read_labels_csv(labels_csv, kw["images_dir"])
-    loaded = _load(kw, labeled_only=True)  # the audit judges labels: embed only those
+        table, splits = read_label_table(labels_csv, kw["images_dir"])
+    if holdout_field is not None and kw["images_dir"] is not None:
+        raise _fail("--holdout-field is for --project; offline the split is the CSV's 3rd column")
+    field = (holdout_field or DEFAULT_HOLDOUT_FIELD).strip()
+    if not field:
+        raise _fail("--holdout-field must not be empty")
+    values: tuple[str, ...] = DEFAULT_HOLDOUT_VALUES
+    if holdout_values is not None:
+        values = parse_holdout_values(holdout_values)
+
+    def keep(task: dict[str, Any]) -> bool:
+        """The audit judges labels: embed the annotated tasks and the held-out ones only."""
+        annotations = task.get("annotations") or []
+        done = any(isinstance(a, dict) and not a.get("was_cancelled") for a in annotations)
+        return done or is_held_out(task, field, values)
+
+    loaded = _load(kw, keep=keep)
     pool = loaded.pool
     if table is not None:
         pool = with_labels(pool, table)
     _skipped_note(pool)
-    audit = audit_pool(pool, folds=folds, seed=kw["seed"], annotator_labels=annotator_labels(pool))
+    held = holdout_mask(pool, field=field, values=values, splits=splits)
+    audit = audit_pool(
+        pool,
+        folds=folds,
+        seed=kw["seed"],
+        annotator_labels=annotator_labels(pool),
+        holdout=held if held.any() else None,
+    )
+    if not held.any() and (holdout_field or holdout_values or splits):
+        where = "the labels CSV's split column" if splits is not None else f"data field {field!r}"
+        audit.notes.append(
+            f"no item is held out ({where} is never one of {', '.join(values)}): "
+            "the held-out leakage check did not run"
+        )
     if limit is not None:
         audit.suspects = audit.suspects[:limit]
     view = None
@@ -580,6 +646,11 @@ def audit_command(
     head = ["#", "task" if project else "image", "given", "suggested", "suspicion", "why"]
     click.echo(_table(head, rows))
     click.echo(f"{len(audit.suspects)} suspect(s)")
+    if audit.holdout:
+        click.echo(
+            f"{audit.holdout} held-out item(s); {len(audit.holdout_leaks)} labelled training "
+            "item(s) are near-duplicates of held-out ones (leakage: inflates held-out accuracy)"
+        )
     for w in audit.weak_clusters:
         click.echo(
             f"weak cluster {w.cluster}: model right on {w.accuracy:.0%} of {w.labels} labels "

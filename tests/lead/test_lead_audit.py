@@ -393,3 +393,217 @@ def test_audit_writes_one_view_ordered_by_suspicion(label_studio, ls_project, tm
     assert [t["id"] for t in client.iter_tasks(pid, view_id=views[0]["id"])] == again
     marked = {t["id"] for t in client.iter_tasks(pid) if any(f in t["data"] for f in AUDIT_FIELDS)}
     assert marked == set(again)
+
+
+# ------------------------------------------------------------------- held-out leakage
+
+
+def test_labelled_near_duplicates_of_held_out_items(digits) -> None:
+    x, y = digits
+    x, y = x[:400], y[:400]
+    held = np.zeros(400 + 6, dtype=bool)
+    held[300:400] = True  # the test split: 100 digits, the first 50 of them unlabelled
+    labels: list[str | None] = [str(v) for v in y]
+    for i in range(300, 350):
+        labels[i] = None
+    # six training images that are copies of test images (three exact, three with faint noise),
+    # each labelled correctly: leakage, not a wrong label
+    sources = [300, 310, 320, 360, 370, 380]
+    noise = np.random.default_rng(1).normal(0.0, 0.05, (3, x.shape[1])).astype(np.float32)
+    copies = np.vstack([x[sources[:3]], x[sources[3:]] + noise])
+    pool = Pool.from_arrays(np.vstack([x, copies]), labels + [str(y[s]) for s in sources])
+    audit = audit_pool(pool, holdout=held)
+    assert audit.holdout == 100
+    leaks = {leak.task_id: leak.held_out for leak in audit.holdout_leaks}
+    copy_ids = list(range(401, 407))
+    for cid, src in zip(copy_ids, sources, strict=True):
+        assert src + 1 in leaks[cid], (cid, leaks.get(cid))
+    # the sklearn digits hold few natural near-duplicates: the injected ones dominate
+    assert len(set(leaks) - set(copy_ids)) <= 3, leaks
+    assert not set(leaks) & set(range(301, 401)), "held-out items are never leaks themselves"
+    by_id = {s.task_id: s for s in audit.suspects}
+    for cid, src in zip(copy_ids, sources, strict=True):
+        reason = f"near-duplicate of held-out {src + 1}"
+        assert any(r.startswith(reason) for r in by_id[cid].reasons), by_id[cid].reasons
+    data = json.loads(json.dumps(audit.to_dict()))
+    assert data["holdout"] == 100 and {d["task_id"] for d in data["holdout_leaks"]} >= set(copy_ids)
+
+    # without the mask the same copies are not suspects (their labels are right)
+    plain = audit_pool(pool)
+    assert plain.holdout == 0 and plain.holdout_leaks == []
+    plain_ids = {s.task_id for s in plain.suspects}
+    assert not any(
+        r.startswith("near-duplicate of held-out") for s in plain.suspects for r in s.reasons
+    )
+    assert len(set(copy_ids) & plain_ids) <= 1
+    with pytest.raises(ValueError, match="holdout mask has 3 entries for 406 items"):
+        audit_pool(pool, holdout=[True, False, True])
+
+
+def test_holdout_mask_from_task_fields_and_splits(digits) -> None:
+    from labelwheel.lead.audit_io import holdout_mask, is_held_out, parse_holdout_values
+
+    x, _ = digits
+    pool = Pool.from_arrays(x[:4], ["a", "b", None, "a"], ids=[11, 12, 13, 14])
+    pool.tasks = [
+        {"id": 11, "data": {"image": "x", "split": "Test "}},
+        {"id": 12, "data": {"image": "x", "split": "train"}},
+        {"id": 13, "data": {"image": "x", "split": "validation"}},
+        {"id": 14, "data": {"image": "x", "labelwheel_split": "holdout"}},
+    ]
+    assert holdout_mask(pool).tolist() == [True, False, True, False]
+    assert holdout_mask(pool, values=("test",)).tolist() == [True, False, False, False]
+    assert holdout_mask(pool, field="labelwheel_split").tolist() == [False, False, False, True]
+    assert is_held_out({"data": {"split": "VAL"}}) and not is_held_out({"data": {}})
+    assert parse_holdout_values(" Test, holdout,,test") == ("test", "holdout")
+    with pytest.raises(ValueError, match="at least one split"):
+        parse_holdout_values(" , ")
+    pool.refs = ["a.png", "b.png", "c.png", "d.png"]
+    splits = {"a.png": "train", "c.png": "Holdout", "d.png": "test"}  # offline: by file name
+    assert holdout_mask(pool, splits=splits).tolist() == [False, False, True, True]
+
+
+def test_read_label_table_with_a_split_column(tmp_path) -> None:
+    from labelwheel.lead.audit_io import read_label_table
+
+    root = tmp_path / "imgs"
+    for name in ("a.png", "b.png", "c.png"):
+        _png(root / name)
+    csv_path = tmp_path / "labels.csv"
+    csv_path.write_text("file,label,split\na.png,cat,train\nb.png,dog,test\nc.png,,test\n")
+    labels, splits = read_label_table(csv_path, root)
+    assert labels == {"a.png": "cat", "b.png": "dog"}
+    assert splits == {"a.png": "train", "b.png": "test", "c.png": "test"}
+    csv_path.write_text("a.png,cat\nb.png,dog,test\n")  # the split column is optional per row
+    assert read_label_table(csv_path, root) == ({"a.png": "cat", "b.png": "dog"}, {"b.png": "test"})
+    csv_path.write_text("a.png,cat\nc.png,\n")
+    with pytest.raises(ValueError, match="line 2: expected 'file name,label'"):
+        read_label_table(csv_path, root)
+    csv_path.write_text("a.png,cat,test\na.png,cat,train\n")
+    with pytest.raises(ValueError, match="listed twice with different splits"):
+        read_label_table(csv_path, root)
+
+
+@pytest.fixture(scope="module")
+def split_set(tmp_path_factory, mnist_images) -> tuple[Path, Path, dict[str, str]]:
+    """45 MNIST digits (0, 1, 7) as PNGs, the last 15 the test split (5 unlabelled), plus two
+    training copies of test images (one the same file, one re-encoded as RGB), labelled right."""
+    imgs, y = mnist_images
+    root = tmp_path_factory.mktemp("split-images")
+    rows: list[str] = []
+    count = {0: 0, 1: 0, 7: 0}
+    kept: list[tuple[np.ndarray, str]] = []
+    for img, lab in zip(imgs, y, strict=True):
+        if int(lab) in count and count[int(lab)] < 15:
+            count[int(lab)] += 1
+            kept.append((img, str(int(lab))))
+        if len(kept) == 45:
+            break
+    for i, (img, lab) in enumerate(kept):
+        name = f"s{i:03d}.png"
+        Image.fromarray(img).resize((56, 56)).save(root / name)
+        test = i >= 30
+        rows.append(f"{name},{'' if i >= 40 else lab},{'test' if test else 'train'}")
+    (root / "copy-of-s031.png").write_bytes((root / "s031.png").read_bytes())
+    Image.open(root / "s042.png").convert("RGB").save(root / "copy-of-s042.png")  # re-encoded
+    rows += [f"copy-of-s031.png,{kept[31][1]},train", f"copy-of-s042.png,{kept[42][1]}"]
+    csv_path = tmp_path_factory.mktemp("split-csv") / "labels.csv"
+    csv_path.write_text("file,label,split\n" + "\n".join(rows) + "\n")
+    return root, csv_path, {"copy-of-s031.png": "s031.png", "copy-of-s042.png": "s042.png"}
+
+
+def test_cli_offline_held_out_leakage(split_set, cache) -> None:
+    root, csv_path, copies = split_set
+    code, out, err = _run(
+        ["audit", "--images", str(root), "--labels", str(csv_path), "--json"], cache
+    )
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["holdout"] == 15 and data["labeled"] == 42
+    leaks = {leak["ref"]: leak for leak in data["holdout_leaks"]}
+    assert set(copies) <= set(leaks), data["holdout_leaks"]
+    by_ref = {s["ref"]: s for s in data["suspects"]}
+    for copy, source in copies.items():
+        assert f"near-duplicate of held-out {source}" in by_ref[copy]["reasons"]
+    assert not {s for s in leaks if s.startswith("s0") and int(s[1:4]) >= 30}  # test ≠ leak
+
+    code, out, err = _run(["audit", "--images", str(root), "--labels", str(csv_path)], cache)
+    assert code == 0, err
+    assert "15 held-out item(s)" in out and "near-duplicate of held-out s031.png" in out
+    code, out, err = _run(
+        ["audit", "--images", str(root), "--labels", str(csv_path), "--holdout-values", "dev"],
+        cache,
+    )
+    assert code == 0, err
+    assert "no item is held out" in out and "held-out s031" not in out
+    code, _, err = _run(
+        ["audit", "--images", str(root), "--labels", str(csv_path), "--holdout-field", "x"],
+        cache,
+    )
+    assert code == 1 and "--holdout-field is for --project" in err
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_audit_flags_training_copies_of_held_out_tasks_in_label_studio(
+    label_studio, mnist_images, tmp_path
+) -> None:
+    """24 annotated MNIST uploads, 4 tasks marked split=test (2 unlabelled), and a re-upload of
+    a test image annotated as training data: the audit names the held-out task it copies."""
+    import torch
+
+    from labelwheel.label_config import image_classification_config
+    from labelwheel.ls_api import LabelStudioClient
+
+    torch.set_num_threads(1)
+    client = LabelStudioClient(label_studio.url, label_studio.token)
+    imgs, y = mnist_images
+    paths, truth, count = [], [], {0: 0, 1: 0, 7: 0}
+    for img, lab in zip(imgs, y, strict=True):
+        if int(lab) in count and count[int(lab)] < 10:
+            count[int(lab)] += 1
+            path = tmp_path / f"h{len(paths):03d}.png"
+            Image.fromarray(img).resize((56, 56)).save(path)
+            paths.append(path)
+            truth.append(str(int(lab)))
+        if len(paths) == 30:
+            break
+    copy = tmp_path / "reupload.png"
+    copy.write_bytes(paths[27].read_bytes())
+    project = client.create_project("audit holdout", image_classification_config(["0", "1", "7"]))
+    pid = project["id"]
+    ids = client.import_files(pid, [*paths, copy])
+    held = ids[26:30]
+    for i, tid in enumerate(ids[:28]):
+        client.create_annotation(tid, _choice(truth[i]))
+    client.create_annotation(ids[30], _choice(truth[27]))  # the copy, labelled right
+    for tid in held:
+        data = {**client.get_task(tid)["data"], "split": "Test"}
+        client.request("PATCH", f"/api/tasks/{tid}", json={"data": data})
+    env = {
+        "LABEL_STUDIO_URL": label_studio.url,
+        "LABEL_STUDIO_API_KEY": label_studio.token,
+        "MODEL_DIR": "",
+    }
+    cache = tmp_path / "cache"
+    code, out, err = _run(["audit", "--project", str(pid), "--json", "--dry-run"], cache, env)
+    assert code == 0, err
+    data = json.loads(out)
+    # the unlabelled held-out tasks were embedded too (the audit loads labels + held-out)
+    assert data["holdout"] == 4 and data["pool_size"] == 31 and data["labeled"] == 29
+    assert [(leak["task_id"], leak["held_out"]) for leak in data["holdout_leaks"]] == [
+        (ids[30], [ids[27]])
+    ]
+    copy_suspect = next(s for s in data["suspects"] if s["task_id"] == ids[30])
+    assert f"near-duplicate of held-out task {ids[27]}" in copy_suspect["reasons"]
+    assert _views(client, pid) == []  # --dry-run writes nothing
+
+    # another convention: nothing carries the field, so the check does not run (and says so)
+    code, out, err = _run(
+        ["audit", "--project", str(pid), "--dry-run", "--holdout-field", "labelwheel_split"],
+        cache,
+        env,
+    )
+    assert code == 0, err
+    assert "no item is held out (data field 'labelwheel_split'" in out
+    assert "near-duplicate of held-out" not in out
