@@ -257,3 +257,108 @@ def test_dashboard_in_headless_chromium(served, project, client) -> None:
     assert [v["data"]["title"] for v in views] == ["labelwheel: next 4"]
     in_view = [t["id"] for t in client.iter_tasks(pid, view_id=views[0]["id"])]
     assert sorted(in_view) == sorted(shown) and len(in_view) == 4
+
+
+# --------------------------------------------------------------------------- audit panel
+
+
+def choice_result(label: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "from_name": "choice",
+            "to_name": "image",
+            "type": "choices",
+            "value": {"choices": [label]},
+        }
+    ]
+
+
+@pytest.fixture(scope="module")
+def audit_project(make_ls_project, client) -> dict[str, Any]:
+    """The planner's kind of project with 19 more annotations (34 labels), one wrong label per
+    class, and the two tasks left unlabelled marked held out (data field split = test)."""
+    p = make_ls_project("lead dashboard audit")
+    rest = [t for t in p["ids"] if t not in p["labelled"]]
+    held = rest[-2:]
+    wrong: dict[int, str] = {}
+    for tid in rest[:-2]:
+        truth = p["truth"][tid]
+        label = truth
+        if truth not in {p["truth"][w] for w in wrong}:
+            label = {"0": "1", "1": "0", "7": "0"}[truth]  # the first of each class: wrong
+            wrong[tid] = label
+        client.create_annotation(tid, choice_result(label))
+    for tid in held:
+        data = {**client.get_task(tid)["data"], "split": "test"}
+        client.request("PATCH", f"/api/tasks/{tid}", json={"data": data})
+    assert len(wrong) == 3
+    return {**p, "wrong": wrong, "held": held}
+
+
+def test_audit_api_lists_the_wrong_labels(plain_app, audit_project) -> None:
+    c = plain_app.test_client()
+    pid = audit_project["id"]
+    r = c.get(f"/dashboard/api/audit?project={pid}&limit=5")
+    assert r.status_code == 200, r.get_json()
+    data = r.get_json()
+    assert data["labeled"] == 34 and data["holdout"] == 2
+    assert len(data["suspects"]) == min(5, data["suspects_total"])
+    found = {s["task_id"] for s in data["suspects"]} & set(audit_project["wrong"])
+    assert found, data["suspects"]
+    for s in data["suspects"]:
+        assert s["reasons"] and 0.0 <= s["suspicion"] <= 1.0
+        if s["task_id"] in audit_project["wrong"]:
+            assert s["given"] == audit_project["wrong"][s["task_id"]]
+    scores = [s["suspicion"] for s in data["suspects"]]
+    assert scores == sorted(scores, reverse=True)
+    for bad, message in (("limit=0", "at least 1"), ("limit=501", "at most 500")):
+        r = c.get(f"/dashboard/api/audit?project={pid}&{bad}")
+        assert r.status_code == 400 and message in r.get_json()["message"]
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_audit_panel_in_headless_chromium(served, audit_project) -> None:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium", pytrace=False)
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    pid = audit_project["id"]
+    errors: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        context = browser.new_context(
+            http_credentials={"username": "lead", "password": "dashboard-secret"},
+            viewport={"width": 1280, "height": 900},
+        )
+        page = context.new_page()
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.set_default_timeout(180_000)
+        response = page.goto(f"{served}/dashboard?project={pid}", wait_until="load")
+        assert response is not None and response.status == 200
+        assert page.locator("#suspects").count() == 0  # computed on request, not with the page
+        page.click("#audit-run")
+        page.wait_for_selector("#suspects")
+        assert "suspect(s)" in page.inner_text("#audit-summary")
+        assert "2 held-out task(s)" in page.inner_text("#audit-summary")
+        rows = page.locator("#suspects tbody tr")
+        assert 1 <= rows.count() <= 20
+        cells = [
+            [c.strip() for c in rows.nth(i).locator("td").all_inner_texts()]
+            for i in range(rows.count())
+        ]
+        assert [int(c[0]) for c in cells] == list(range(1, len(cells) + 1))
+        shown = {int(c[1]): c for c in cells}
+        found = set(shown) & set(audit_project["wrong"])
+        assert found, cells
+        for tid in found:
+            assert shown[tid][2] == audit_project["wrong"][tid]  # the given (wrong) label
+            assert shown[tid][5]  # why
+        suspicion = [float(c[4]) for c in cells]
+        assert suspicion == sorted(suspicion, reverse=True)
+        page.locator("#audit").scroll_into_view_if_needed()
+        page.screenshot(path=str(ARTIFACTS / "lead-dashboard-audit.png"), full_page=True)
+        browser.close()
+    assert errors == []

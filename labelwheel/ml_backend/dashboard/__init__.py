@@ -21,6 +21,8 @@ Endpoints (all GET but the planner write):
 ``POST /dashboard/api/plan``            write the view; JSON body or form ``project, budget, ...``
                                         with a CSRF token (:mod:`labelwheel.ml_backend.csrf`)
 ``/dashboard/api/csrf``                 JSON: ``{"csrf_token": ...}`` for scripts that write
+``/dashboard/api/audit``                JSON: suspected label errors (``labelwheel audit``'s
+                                        library on the cached pool), top ``limit`` (20)
 ``/dashboard/coverage.png`` etc.        the plots: coverage, forecast, balance, acceptance
 =====================================  ============================================================
 

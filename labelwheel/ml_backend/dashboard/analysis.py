@@ -36,6 +36,9 @@ class Analysis:
     history: list[Any]
     history_kind: str
     pngs: dict[str, bytes] = field(default_factory=dict)
+    audit: Any = None
+    """The audit of :func:`_audit`, computed on first request (not with the page)."""
+    audit_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
 
 def _embedder(service: Any) -> Any:
@@ -110,3 +113,28 @@ def _plan(analysis: Analysis, budget: int, strategy: str | None, cost: float | N
         return make_plan(analysis.pool, budget, strategy=strategy or None, cost_per_label=cost)
     except ValueError as exc:
         raise DashboardError(str(exc)) from None
+
+
+def _audit(analysis: Analysis) -> Any:
+    """:func:`labelwheel.lead.audit.audit_pool` on the analysis' pool, computed once per analysis.
+
+    Held-out tasks follow the audit's convention (data field ``split`` = test, holdout,
+    validation...: :func:`labelwheel.lead.audit_io.holdout_mask`). Too few labels or a
+    multi-label project is a DashboardError (400) with the audit's message.
+    """
+    from labelwheel.lead.audit import audit_pool
+    from labelwheel.lead.audit_io import annotator_labels, holdout_mask
+
+    with analysis.audit_lock:
+        if analysis.audit is None:
+            pool = analysis.pool
+            held = holdout_mask(pool)
+            try:
+                analysis.audit = audit_pool(
+                    pool,
+                    annotator_labels=annotator_labels(pool),
+                    holdout=held if held.any() else None,
+                )
+            except ValueError as exc:
+                raise DashboardError(str(exc)) from None
+        return analysis.audit

@@ -1,4 +1,5 @@
-"""``/dashboard/api/...``: the JSON endpoints (summary, planner preview and write, CSRF token)."""
+"""``/dashboard/api/...``: the JSON endpoints (summary, planner preview and write, CSRF token,
+the audit's suspects)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from urllib.parse import urlencode
 from flask import jsonify, redirect, request, url_for
 
 from labelwheel.ml_backend import csrf
-from labelwheel.ml_backend.dashboard.analysis import _analysis, _forecast, _plan
+from labelwheel.ml_backend.dashboard.analysis import _analysis, _audit, _forecast, _plan
 from labelwheel.ml_backend.dashboard.common import (
     DEFAULT_TARGET,
     DashboardError,
@@ -104,3 +105,31 @@ def plan_write() -> Any:
     if cost is not None:
         query["cost_per_label"] = cost
     return redirect(url_for("dashboard.page") + "?" + urlencode(query) + "#planner", code=303)
+
+
+AUDIT_LIMIT = 20
+"""Suspects the audit endpoint returns unless ``limit`` says otherwise (at most 500)."""
+
+
+@bp.get("/dashboard/api/audit")
+@_ls_errors
+def audit() -> Any:
+    """The audit's suspects (top ``limit``, most suspicious first) and its summary; nothing is
+    written (``labelwheel audit`` writes the Label Studio view)."""
+    project_id = _project_id()
+    assert project_id is not None
+    limit = _int(request.args.get("limit") or AUDIT_LIMIT, "limit")
+    if limit > 500:
+        raise DashboardError(f"limit must be at most 500, got {limit}")
+    a = _analysis(project_id, refresh=request.args.get("refresh") == "1")
+    data = _audit(a).to_dict()
+    suspects = data.pop("suspects")
+    return jsonify(
+        {
+            "project": project_id,
+            "computed": a.computed,
+            **data,
+            "suspects_total": len(suspects),
+            "suspects": suspects[:limit],
+        }
+    )
