@@ -68,6 +68,7 @@ class Model:
             cache_root=settings.model_dir,
             max_pixels=settings.max_image_pixels,
             loader=backbone_loader,
+            inference=settings.inference,
         )
         self.cache = self.embedder.cache
         # Pool jobs embed with their own fetch threads and forward lock (same backbone object,

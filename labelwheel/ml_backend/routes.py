@@ -139,8 +139,9 @@ def install_hooks(app: Flask) -> None:
 
 
 def _body() -> dict[str, Any]:
-    """The JSON object of the request (BadInput → 400: empty, malformed, nested too deep)."""
-    return parse_json_object(request.get_data(cache=True))
+    """The JSON object of the request (BadInput → 400: empty, malformed, nested too deep).
+    Read once, not cached: a /predict body of data: URIs is not kept twice."""
+    return parse_json_object(request.get_data(cache=False))
 
 
 def parse_project_id(value: Any, field: str = "project") -> int:
