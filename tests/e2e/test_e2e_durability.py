@@ -1,7 +1,8 @@
 """End-to-end: the backend is SIGKILLed in the middle of a training and restarted.
 
 No annotation Label Studio delivered (and the backend acknowledged) is lost, the interrupted run is
-recorded, the last good version keeps serving, and the next training uses every annotation.
+recorded, the backend never falls back to cold start, and the training acknowledged before the kill
+runs by itself after the restart, with every annotation.
 
 The training is held mid-way deterministically, not by timing: the annotations after the first
 version are on tasks whose images live on a local HTTP server (an allowlisted host) that does not
@@ -117,11 +118,11 @@ def test_e2e_kill_during_training_loses_nothing(
     backend.start()
     assert _labels_known(backend, pid) == 36, "no acknowledged annotation is lost"
     info = backend.versions(pid)
-    assert backend.serving_version(pid) == good, "the last good version serves"
-    assert [d["name"] for d in info["details"]] == [good]
-    assert info["runs"][0]["status"] == "interrupted", info["runs"]
-    assert all(r["status"] != "running" for r in info["runs"])
-    # /predict answers with the last good version after the restart.
+    killed = [r for r in info["runs"] if r["status"] == "interrupted"]
+    assert len(killed) == 1, info["runs"]
+    # Never back to cold start: the last good version serves until the owed training publishes.
+    serving = backend.serving_version(pid)
+    assert serving is not None and int(serving.lstrip("v")) >= int(good.lstrip("v"))
     resp = backend.post(
         "/predict",
         json={
@@ -131,10 +132,10 @@ def test_e2e_kill_during_training_loses_nothing(
         },
     )
     assert resp.status_code == 200, resp.text
-    assert resp.json()["results"][0]["model_version"] == good
+    assert resp.json()["results"][0]["model_version"] in {good, backend.serving_version(pid)}
 
-    # Training again (START_TRAINING through Label Studio) uses all 36 annotations.
-    client.train(result.ml_backend_id)
+    # The training acknowledged before the kill runs by itself after the restart (the queue is
+    # durable): no new START_TRAINING, and it uses all 36 annotations.
     newer = wait_for(
         lambda: (v := backend.serving_version(pid)) != good and v,
         300,
