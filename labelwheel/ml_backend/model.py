@@ -214,7 +214,9 @@ class Model:
 
     # -- training -------------------------------------------------------------------------------
 
-    def train(self, project_id: int, config: ClassificationConfig) -> Version:
+    def train(
+        self, project_id: int, config: ClassificationConfig, run_id: int | None = None
+    ) -> Version:
         """Train a new version on the project's current training set; store and serve it.
 
         Raises :class:`NotEnoughLabels` (cold start) or :class:`TrainingError`.
@@ -267,7 +269,13 @@ class Model:
         path = self.settings.model_dir / "projects" / str(project_id) / f"v{number}.pkl"
         save_head(head, path)  # artifact first, atomically ...
         version = self.store.add_version(  # ... then the row that makes it the latest
-            project_id, number, len(label_sets), metrics.get("cv_accuracy"), metrics, str(path)
+            project_id,
+            number,
+            len(label_sets),
+            metrics.get("cv_accuracy"),
+            metrics,
+            str(path),
+            run_id=run_id,
         )
         self.set_current(project_id, version.name, head)
         return version

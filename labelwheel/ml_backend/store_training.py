@@ -91,11 +91,20 @@ class TrainingState:
         cv_accuracy: float | None,
         metrics: dict[str, Any],
         artifact: str,
+        run_id: int | None = None,
     ) -> Version:
-        """Record a good version (call after its artifact is on disk)."""
+        """Record a good version (call after its artifact is on disk). With ``run_id``, the
+        training run that made it is marked ``ok`` in the same transaction, so nobody ever sees
+        the new version beside a run still marked running."""
         now = time.time()
         name = version_name(number)
         with self.transaction() as conn:
+            if run_id is not None:
+                conn.execute(
+                    "UPDATE training_runs SET finished = ?, status = 'ok', error = NULL, "
+                    "version = ? WHERE id = ?",
+                    (now, name, run_id),
+                )
             conn.execute(
                 "INSERT INTO versions (project_id, number, name, created, n_labels, cv_accuracy, "
                 "metrics, artifact) VALUES (?,?,?,?,?,?,?,?)",

@@ -193,7 +193,7 @@ class Worker:
             config = self.config_for(project_id)
             if config is None:
                 raise TrainingError("no label config known for this project (call /setup first)")
-            version = self.model.train(project_id, config)
+            version = self.model.train(project_id, config, run_id=run_id)  # run marked ok
         except NotEnoughLabels as exc:
             self.store.finish_run(run_id, "skipped", str(exc))
             log.info("project %d: training skipped: %s", project_id, exc)
@@ -213,7 +213,6 @@ class Worker:
             )
             self._count("failed")
             return None
-        self.store.finish_run(run_id, "ok", None, version.name)
         self.last_error.pop(project_id, None)
         self._count("ok")
         log.info(
