@@ -128,3 +128,15 @@ def ls_client(label_studio: LocalLabelStudio) -> Any:
     from labelwheel.ls_api import LabelStudioClient
 
     return LabelStudioClient(label_studio.url, label_studio.token)
+
+
+@pytest.fixture
+def personal_access_token(label_studio: LocalLabelStudio) -> str:
+    """A new personal access token of the session's admin. Label Studio keeps one per user (a
+    second ``POST /api/token/`` is 409), so tokens earlier tests made are revoked first."""
+    from labelwheel.ls_api import LabelStudioClient
+
+    client = LabelStudioClient(label_studio.url, label_studio.token)
+    for token in client.request("GET", "/api/token/").json():
+        client.request("POST", "/api/token/blacklist/", json={"refresh": token["token"]})
+    return client.create_personal_access_token()

@@ -21,7 +21,7 @@ from test_e2e_s3_storage import S3_KEY_ID, S3_SECRET, moto_s3  # noqa: F401 (a f
 
 from labelwheel.cli import cli
 from labelwheel.demo_data import image_data_uris
-from labelwheel.ls_api import LabelStudioClient, LabelStudioError
+from labelwheel.ls_api import LabelStudioClient
 from labelwheel.ls_local import LocalLabelStudio
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -93,18 +93,6 @@ def local_storage(
     return int(storage["id"]), folder
 
 
-def personal_access_token(client: LabelStudioClient) -> str:
-    """This user's personal access token (an existing one is revoked first: one per user)."""
-    try:
-        return client.create_personal_access_token()
-    except LabelStudioError as exc:
-        if exc.status != 409:
-            raise
-    for token in client.request("GET", "/api/token/").json():
-        client.request("POST", "/api/token/blacklist/", json={"refresh": token["token"]})
-    return client.create_personal_access_token()
-
-
 @pytest.fixture(scope="module")
 def healthy(label_studio: LocalLabelStudio, backend: Backend, demo_images: Any) -> dict[str, Any]:
     """A project with uploads, data: URIs and a Local Files storage, connected to the backend."""
@@ -171,9 +159,12 @@ def test_doctor_healthy_setup_passes_every_check(
 
 
 def test_doctor_personal_access_token_refreshes(
-    label_studio: LocalLabelStudio, backend: Backend, healthy: dict[str, Any]
+    label_studio: LocalLabelStudio,
+    backend: Backend,
+    healthy: dict[str, Any],
+    personal_access_token: str,
 ) -> None:
-    pat = personal_access_token(healthy["client"])
+    pat = personal_access_token
     code, checks, out = doctor(label_studio, healthy["pid"], "--json", api_key=pat, backend=backend)
     assert code == 0, out
     token = checks["token"]

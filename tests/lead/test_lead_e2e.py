@@ -152,9 +152,9 @@ def test_report_against_label_studio(project, label_studio, cache) -> None:
 
 
 def test_forecast_and_coverage_with_personal_access_token(
-    client, project, label_studio, cache, tmp_path
+    client, project, label_studio, cache, tmp_path, personal_access_token
 ) -> None:
-    pat = client.create_personal_access_token()
+    pat = personal_access_token
     code, out, err = run(
         ["forecast", "--project", str(project["id"]), "--target", "0.99", "--json"],
         label_studio,
