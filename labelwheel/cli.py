@@ -27,6 +27,7 @@ _COMMANDS: dict[str, str] = {
     "report": "labelwheel.lead.cli:report_command",
     "ingest": "labelwheel.ingest.cli:ingest_command",
     "audit": "labelwheel.lead.cli:audit_command",
+    "embed": "labelwheel.distributed.cli:embed_command",
 }
 
 

@@ -3,6 +3,12 @@
 Layout (shared by the ML backend and the data-lead tools, so a ``MODEL_DIR`` can be shared):
 ``<root>/embeddings/<backbone>-<image size>/<sha256[:2]>/<sha256>.npy``. An image is embedded once
 per backbone and input size, whoever asks for it.
+
+Embedding stores (:mod:`labelwheel.features.store`, written by ``labelwheel embed``) placed in
+``<root>/stores/`` with the same backbone and input size are read too: a vector missing from the
+per-hash files is looked up there by content hash (and :meth:`EmbeddingCache.hash_of` gives a
+stored reference's hash without reading the image), so a pool embedded elsewhere, on a Ray
+cluster for instance, is never embedded again.
 """
 
 from __future__ import annotations
@@ -10,14 +16,22 @@ from __future__ import annotations
 import hashlib
 import io
 import threading
+import time
 from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 
+from labelwheel.features.store import EmbeddingStore, find_stores
 from labelwheel.fsio import atomic_write_bytes
 
-__all__ = ["EmbeddingCache", "content_hash"]
+__all__ = ["STORES_DIR", "EmbeddingCache", "content_hash"]
+
+STORES_DIR = "stores"
+"""Sub-folder of a cache root whose embedding stores the cache reads."""
+
+STORE_RESCAN_S = 10.0
+"""How often (at most) a miss looks for new stores and newly committed shards."""
 
 
 def content_hash(data: bytes) -> str:
@@ -32,14 +46,21 @@ def _safe_name(name: str) -> str:
 class EmbeddingCache:
     """Embeddings of one backbone at one input size, keyed by image content hash (thread-safe).
 
-    ``root=None`` keeps them in memory only (nothing written).
+    ``root=None`` keeps them in memory only (nothing written, no stores read).
     """
 
     def __init__(
         self, root: Path | str | None, backbone: str, image_size: int, memory_items: int = 20000
     ) -> None:
         self.dir: Path | None = None
+        self.stores_dir: Path | None = None
+        self._backbone = backbone
+        self._image_size = int(image_size)
+        self._stores: list[EmbeddingStore] = []
+        self._stores_scanned = float("-inf")
+        self._stores_lock = threading.Lock()
         if root is not None:
+            self.stores_dir = Path(root) / STORES_DIR
             self.dir = Path(root) / "embeddings" / f"{_safe_name(backbone)}-{int(image_size)}"
             self.dir.mkdir(parents=True, exist_ok=True)
         self._memory: OrderedDict[str, np.ndarray] = OrderedDict()
@@ -62,12 +83,52 @@ class EmbeddingCache:
         try:
             vec = np.load(path, allow_pickle=False)
         except (OSError, ValueError):
-            return None
+            return self._from_stores(sha)
         if vec.ndim != 1 or not np.all(np.isfinite(vec)):
-            return None
+            return self._from_stores(sha)
         vec = vec.astype(np.float32, copy=False)
         self._remember(sha, vec)
         return vec
+
+    # -- embedding stores -----------------------------------------------------------------------
+
+    def stores(self, rescan: bool = False) -> list[EmbeddingStore]:
+        """The stores under ``<root>/stores/`` for this backbone and size (looked for again, and
+        their new shards read, at most every :data:`STORE_RESCAN_S` seconds or on ``rescan``)."""
+        if self.stores_dir is None:
+            return []
+        with self._stores_lock:
+            now = time.monotonic()
+            if rescan or now - self._stores_scanned >= STORE_RESCAN_S:
+                self._stores_scanned = now
+                known = {s.root.resolve(): s for s in self._stores}
+                fresh = []
+                for store in find_stores(self.stores_dir, self._backbone, self._image_size):
+                    old = known.get(store.root.resolve())
+                    if old is not None:
+                        old.refresh()
+                        fresh.append(old)
+                    else:
+                        fresh.append(store)
+                self._stores = fresh
+            return list(self._stores)
+
+    def _from_stores(self, sha: str) -> np.ndarray | None:
+        for store in self.stores():
+            vec = store.vector(sha)
+            if vec is not None and vec.ndim == 1:
+                self._remember(sha, vec)
+                return vec
+        return None
+
+    def hash_of(self, ref: str) -> str | None:
+        """The content hash a store recorded for an image reference (None if no store has it):
+        lets a caller use a stored vector without reading the image."""
+        for store in self.stores():
+            sha = store.hash_of(ref)
+            if sha is not None:
+                return sha
+        return None
 
     def put(self, sha: str, vec: np.ndarray) -> None:
         """Store an embedding atomically (temp file + rename; no fsync: a cache entry lost in a
@@ -92,4 +153,6 @@ class EmbeddingCache:
             if sha in self._memory:
                 return True
         path = self._path(sha)
-        return path is not None and path.exists()
+        if path is not None and path.exists():
+            return True
+        return any(sha in store for store in self.stores())

@@ -173,7 +173,7 @@ class Embedder:
             if not isinstance(ref, str) or not ref:
                 out.errors[i] = "task has no image reference for the config's data key"
                 continue
-            sha = known.get(ref)
+            sha = known.get(ref) or self.cache.hash_of(ref)
             vec = self.cache.get(sha) if sha is not None else None
             if vec is not None:
                 out.vectors[i], out.hashes[i] = vec, sha

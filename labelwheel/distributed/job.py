@@ -1,0 +1,222 @@
+"""``labelwheel embed``'s work: references → vectors → an embedding store, in-process or on Ray.
+
+One :class:`BatchEmbedder` (a source reader plus one :class:`~labelwheel.features.Embedder`,
+hence one backbone) turns a batch of references into a batch of rows. In-process, the driver
+calls it chunk by chunk; with Ray, it is the actor class of a Ray Data ``map_batches`` (an actor
+pool of ``actors`` actors, each holding its backbone for the whole job, reading, decoding and
+embedding its batches where it runs) over ``ray.data.from_items(references)``. Either way the
+driver alone writes the store, one shard per ``shard_rows`` vectors, so the store's atomicity
+and resumption (references already stored are not even listed to the workers) hold for both.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from labelwheel.distributed.sources import EmbedSource
+from labelwheel.features import DEFAULT_BACKBONE, DEFAULT_IMAGE_SIZE, Embedder
+from labelwheel.features.store import EmbeddingStore
+
+__all__ = ["BatchEmbedder", "EmbedResult", "run_embed"]
+
+Batch = dict[str, Any]
+
+
+@dataclass
+class EmbedResult:
+    """What one run did."""
+
+    listed: int = 0
+    skipped: int = 0  # already in the store
+    embedded: int = 0  # rows written by this run
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (reference, reason)
+    shards: int = 0
+    store: Path | None = None
+
+
+class BatchEmbedder:
+    """References in, rows out (``ref``, ``sha``, ``vector``, ``error``): the work of one
+    in-process worker or one Ray actor. The reader and the backbone are built on first use,
+    where the worker runs."""
+
+    def __init__(
+        self,
+        source: EmbedSource,
+        backbone: str = DEFAULT_BACKBONE,
+        image_size: int = DEFAULT_IMAGE_SIZE,
+        batch_size: int = 32,
+        inference: str | None = None,
+    ) -> None:
+        self.source = source
+        self.embedder = Embedder(backbone, image_size, batch_size, inference=inference)
+        self._read: Callable[[str], bytes] | None = None
+
+    def __call__(self, batch: Batch) -> Batch:
+        refs = [str(r) for r in batch["ref"]]
+        if self._read is None:
+            self._read = self.source.reader()
+        out = self.embedder.embed_refs(refs, self._read)
+        dim = self.embedder.backbone().dim
+        vectors = np.zeros((len(refs), dim), dtype=np.float32)
+        for i in out.ok:
+            vectors[i] = out.vectors[i]
+        return {
+            "ref": np.array(refs, dtype=object),
+            "sha": np.array([h or "" for h in out.hashes], dtype=object),
+            "vector": vectors,
+            "error": np.array([e or "" for e in out.errors], dtype=object),
+        }
+
+
+def _in_process(refs: list[str], worker: BatchEmbedder, batch_size: int) -> Iterator[Batch]:
+    for start in range(0, len(refs), batch_size):
+        yield worker({"ref": refs[start : start + batch_size]})
+
+
+def _on_ray(
+    refs: list[str],
+    source: EmbedSource,
+    *,
+    address: str,
+    backbone: str,
+    image_size: int,
+    batch_size: int,
+    inference: str | None,
+    actors: int | None,
+) -> Iterator[Batch]:
+    try:
+        import ray
+    except ImportError:
+        raise ValueError('ray is not installed: pip install "labelwheel[distributed]"') from None
+    started = False
+    if not ray.is_initialized():
+        ray.init(
+            address=None if address == "local" else address,
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+        )
+        started = True
+    try:
+        if actors is None:
+            actors = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False
+        items = ray.data.from_items([{"ref": r} for r in refs])
+        ds = items.map_batches(
+            BatchEmbedder,
+            fn_constructor_kwargs={
+                "source": source,
+                "backbone": backbone,
+                "image_size": image_size,
+                "batch_size": batch_size,
+                "inference": inference,
+            },
+            batch_size=batch_size,
+            batch_format="numpy",
+            concurrency=actors,
+            num_cpus=1,
+        )
+        yield from ds.iter_batches(batch_size=None, batch_format="numpy")
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def run_embed(
+    source: EmbedSource,
+    out: Path | str,
+    *,
+    backbone: str = DEFAULT_BACKBONE,
+    image_size: int = DEFAULT_IMAGE_SIZE,
+    batch_size: int = 32,
+    shard_rows: int = 4096,
+    ray_address: str | None = None,
+    actors: int | None = None,
+    inference: str | None = None,
+    progress: bool = False,
+) -> EmbedResult:
+    """Embed every reference of ``source`` the store at ``out`` does not hold yet.
+
+    ``ray_address`` (``local`` for a Ray started here, else a cluster address such as
+    ``ray://head:10001`` or ``auto``) runs the work as a Ray Data job; None runs it in this
+    process. Raises ValueError for a bad source, a store written with another backbone or size,
+    or a missing ray.
+    """
+    if batch_size < 1 or shard_rows < 1:
+        raise ValueError("batch size and shard rows must be at least 1")
+    out = Path(out)
+    store: EmbeddingStore | None = None
+    if (out / "store.json").exists():
+        store = EmbeddingStore.open(out)
+        if (store.backbone, store.image_size) != (backbone, int(image_size)):
+            raise ValueError(
+                f"store {out} holds {store.backbone} at {store.image_size} px, "
+                f"not {backbone} at {image_size} px"
+            )
+    elif out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ValueError(f"{out} exists and is not an embedding store")
+    result = EmbedResult(store=out)
+    refs = source.references()
+    result.listed = len(refs)
+    done = store.references() if store is not None else set()
+    todo = [r for r in dict.fromkeys(refs) if r not in done]
+    result.skipped = result.listed - len(todo)
+    if not todo:
+        return result
+    if ray_address:
+        batches: Iterable[Batch] = _on_ray(
+            todo,
+            source,
+            address=ray_address,
+            backbone=backbone,
+            image_size=image_size,
+            batch_size=batch_size,
+            inference=inference,
+            actors=actors,
+        )
+    else:
+        worker = BatchEmbedder(source, backbone, image_size, batch_size, inference)
+        batches = _in_process(todo, worker, batch_size)
+    bar: Any = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(todo), desc="embedding", unit="img", file=sys.stderr)
+    pending: list[tuple[str, str, np.ndarray]] = []
+
+    def flush(rows: int) -> None:
+        nonlocal store
+        while pending and len(pending) >= rows:
+            part = pending[:shard_rows]
+            vectors = np.stack([v for _, _, v in part])
+            if store is None:
+                store = EmbeddingStore.create(out, backbone, image_size, vectors.shape[1])
+            store.append([r for r, _, _ in part], [h for _, h, _ in part], vectors)
+            result.embedded += len(part)
+            result.shards += 1
+            del pending[: len(part)]
+
+    try:
+        for batch in batches:
+            for ref, sha, vec, err in zip(
+                batch["ref"], batch["sha"], batch["vector"], batch["error"], strict=True
+            ):
+                if err:
+                    result.failed.append((str(ref), str(err)))
+                else:
+                    pending.append((str(ref), str(sha), np.asarray(vec, dtype=np.float32)))
+            flush(shard_rows)
+            if bar is not None:
+                bar.update(len(batch["ref"]))
+        flush(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    return result
