@@ -11,6 +11,8 @@ and resumption (references already stored are not even listed to the workers) ho
 
 from __future__ import annotations
 
+import math
+import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -38,6 +40,7 @@ class EmbedResult:
     failed: list[tuple[str, str]] = field(default_factory=list)  # (reference, reason)
     shards: int = 0
     store: Path | None = None
+    workers: set[int] = field(default_factory=set)  # process ids that embedded
 
 
 class BatchEmbedder:
@@ -55,6 +58,7 @@ class BatchEmbedder:
     ) -> None:
         self.source = source
         self.embedder = Embedder(backbone, image_size, batch_size, inference=inference)
+        self.embedder.backbone()  # loaded once per worker, before its first batch
         self._read: Callable[[str], bytes] | None = None
 
     def __call__(self, batch: Batch) -> Batch:
@@ -71,6 +75,7 @@ class BatchEmbedder:
             "sha": np.array([h or "" for h in out.hashes], dtype=object),
             "vector": vectors,
             "error": np.array([e or "" for e in out.errors], dtype=object),
+            "worker": np.full(len(refs), os.getpid(), dtype=np.int64),
         }
 
 
@@ -108,7 +113,9 @@ def _on_ray(
             actors = max(1, int(ray.cluster_resources().get("CPU", 1)))
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
-        items = ray.data.from_items([{"ref": r} for r in refs])
+        # enough blocks for every actor to get work, without one block per batch on huge pools
+        blocks = max(1, min(math.ceil(len(refs) / batch_size), max(4 * actors, len(refs) // 4096)))
+        items = ray.data.from_items([{"ref": r} for r in refs], override_num_blocks=blocks)
         ds = items.map_batches(
             BatchEmbedder,
             fn_constructor_kwargs={
@@ -120,7 +127,10 @@ def _on_ray(
             },
             batch_size=batch_size,
             batch_format="numpy",
-            concurrency=actors,
+            # a fixed pool of ``actors`` (``concurrency=actors``), each given one batch
+            # at a time: the work spreads as actors come up instead of queueing on
+            # the first one ready
+            compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=1),
             num_cpus=1,
         )
         yield from ds.iter_batches(batch_size=None, batch_format="numpy")
@@ -205,6 +215,7 @@ def run_embed(
 
     try:
         for batch in batches:
+            result.workers.update(int(w) for w in batch["worker"])
             for ref, sha, vec, err in zip(
                 batch["ref"], batch["sha"], batch["vector"], batch["error"], strict=True
             ):

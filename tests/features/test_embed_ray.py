@@ -1,0 +1,84 @@
+"""``labelwheel embed`` on a real local Ray: the store it writes equals the in-process one.
+
+ray is in the dev extra: if it is missing this test fails (it does not skip).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from labelwheel.distributed import EmbedSource, run_embed
+from labelwheel.features.store import EmbeddingStore
+
+SIZE = 64
+BACKBONE = "efficientnet-lite0"
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[object]:
+    import ray
+
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+        object_store_memory=200 * 2**20,
+    )
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+def _by_ref(store: EmbeddingStore) -> dict[str, tuple[str, np.ndarray]]:
+    rows, matrix = store.matrix()
+    return {r.ref: (r.sha, matrix[i]) for i, r in enumerate(rows)}
+
+
+def test_ray_writes_the_store_the_in_process_path_writes(
+    local_ray: object, photo_folder: Path, tmp_path: Path
+) -> None:
+    source = EmbedSource(str(photo_folder))
+    (photo_folder / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    t0 = time.monotonic()
+    on_ray = run_embed(
+        source,
+        tmp_path / "ray",
+        backbone=BACKBONE,
+        image_size=SIZE,
+        batch_size=8,
+        shard_rows=10,
+        ray_address="local",
+        actors=2,
+    )
+    ray_s = time.monotonic() - t0
+    here = run_embed(source, tmp_path / "here", backbone=BACKBONE, image_size=SIZE, batch_size=8)
+    assert (on_ray.listed, on_ray.embedded, on_ray.shards) == (25, 24, 3)
+    assert [Path(r).name for r, _ in on_ray.failed] == ["broken.jpg"]
+    assert [Path(r).name for r, _ in here.failed] == ["broken.jpg"]
+
+    a = _by_ref(EmbeddingStore.open(tmp_path / "ray"))
+    b = _by_ref(EmbeddingStore.open(tmp_path / "here"))
+    assert a.keys() == b.keys() and len(a) == 24
+    assert {k: v[0] for k, v in a.items()} == {k: v[0] for k, v in b.items()}
+    for ref, (_, vec) in a.items():
+        other = b[ref][1]
+        cos = float(vec @ other / (np.linalg.norm(vec) * np.linalg.norm(other)))
+        assert cos >= 0.9999, (ref, cos)
+    assert ray_s < 90, f"the Ray job took {ray_s:.0f} s"
+    assert len(on_ray.workers) == 2 and os.getpid() not in on_ray.workers  # two actors
+    assert here.workers == {os.getpid()}
+
+    # resumed on Ray: nothing listed to the actors, nothing written
+    again = run_embed(
+        source, tmp_path / "ray", backbone=BACKBONE, image_size=SIZE, ray_address="local"
+    )
+    assert (again.skipped, again.embedded, again.shards) == (24, 0, 0)
+    assert local_ray.is_initialized()  # type: ignore[attr-defined]  # the caller's Ray is kept
