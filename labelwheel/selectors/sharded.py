@@ -1,0 +1,97 @@
+"""Two-stage selection for pools that do not fit one process: candidates per shard, then the
+final pick over their union.
+
+Stage one runs :func:`labelwheel.selectors.select` on each shard alone (each shard could be a
+memory-mapped shard of an embedding store, a Ray task, another machine) and keeps
+``candidates`` picks per shard; stage two runs the same strategy over the union of the
+candidates, which is ``shards x candidates`` rows instead of the whole pool. A shard's picks are
+the ones its own strategy ranks first, so with ``candidates >= n`` the final pick can take all
+``n`` from one shard if that is where the informative samples are.
+
+The approximation: a diversity strategy (k-center, k-means) judges coverage within a shard in
+stage one, and over the candidates, not the pool, in stage two; an uncertainty strategy
+(margin, entropy) is exact, since its score of a sample does not depend on the other samples
+(its top ``n`` over the pool is inside the union of every shard's top ``n``).
+``benchmarks/sharded_selection.py`` reports the quality against one-stage selection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = ["Shard", "select_two_stage", "shard_candidates"]
+
+Shard = tuple[Any, Any, Any]
+"""(global ids (k,), embeddings (k, d), probabilities (k, C) or None) of one shard."""
+
+
+def shard_candidates(
+    strategy: str, candidates: int, shard: Shard, *, seed: int = 0, **params: Any
+) -> tuple[NDArray[np.int64], NDArray[np.float32], NDArray[np.float64] | None]:
+    """Stage one on one shard: (global ids, embeddings, probabilities) of its candidates, in
+    the strategy's order."""
+    from labelwheel.selectors import select
+
+    ids, emb, proba = shard
+    ids = np.asarray(ids, dtype=np.int64)
+    emb = np.asarray(emb, dtype=np.float32)
+    if ids.ndim != 1 or emb.ndim != 2 or len(ids) != len(emb):
+        raise ValueError(
+            f"a shard needs ids (k,) and embeddings (k, d), got {ids.shape}, {emb.shape}"
+        )
+    prob = None if proba is None else np.asarray(proba, dtype=np.float64)
+    if len(ids) == 0:
+        return ids, emb, prob
+    kwargs: dict[str, Any] = dict(params)
+    if prob is not None:
+        kwargs["probabilities"] = prob
+    picks = select(strategy, min(candidates, len(ids)), embeddings=emb, seed=seed, **kwargs)
+    return ids[picks], np.ascontiguousarray(emb[picks]), None if prob is None else prob[picks]
+
+
+def select_two_stage(
+    strategy: str,
+    n: int,
+    shards: Iterable[Shard],
+    *,
+    candidates: int | None = None,
+    seed: int = 0,
+    map_fn: Callable[[Callable[[Shard], Any], Iterable[Shard]], Iterable[Any]] = map,
+    **params: Any,
+) -> NDArray[np.int64]:
+    """Pick ``n`` global ids with ``strategy`` in two stages (see the module doc).
+
+    ``candidates`` per shard defaults to ``n``; ``map_fn`` runs stage one (``map`` here, or a
+    thread pool's / a Ray-backed map: shards are processed independently). Labelled samples
+    are left out of the shards by the caller. Raises ValueError as :func:`select` does.
+    """
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    per_shard = n if candidates is None else int(candidates)
+    if per_shard < 1:
+        raise ValueError(f"candidates must be at least 1, got {candidates}")
+
+    def stage_one(shard: Shard) -> Any:
+        return shard_candidates(strategy, per_shard, shard, seed=seed, **params)
+
+    parts = [p for p in map_fn(stage_one, shards) if len(p[0])]
+    if not parts:
+        return np.zeros(0, dtype=np.int64)
+    ids = np.concatenate([p[0] for p in parts])
+    emb = np.concatenate([p[1] for p in parts])
+    with_proba = [p[2] is not None for p in parts]
+    if any(with_proba) and not all(with_proba):
+        raise ValueError("probabilities must be given for every shard or for none")
+    kwargs: dict[str, Any] = dict(params)
+    if all(with_proba):
+        kwargs["probabilities"] = np.concatenate([p[2] for p in parts])
+    from labelwheel.selectors import select
+
+    picks = select(strategy, min(n, len(ids)), embeddings=emb, seed=seed, **kwargs)
+    return ids[picks]
