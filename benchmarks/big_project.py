@@ -501,14 +501,46 @@ def run_size(
 
         predictor = Repeater(predict_one, 0.2)
 
+        def collect() -> dict[str, Any]:
+            return _collect(out, annotators, backend, ls, sampler)
+
         # ---- connect: every task predicted, then pool published
         sampler.phase = "connect"
         annotators.start()
         t_connect = time.monotonic()
         predictor.start()
-        result = connect_project(
-            client, pid, backend.url, title="labelwheel", basic_auth=backend.auth, timeout=60
-        )
+        box: dict[str, Any] = {}
+
+        def run_connect() -> None:
+            try:
+                box["result"] = connect_project(
+                    client,
+                    pid,
+                    backend.url,
+                    title="labelwheel",
+                    basic_auth=backend.auth,
+                    timeout=60,
+                )
+            except Exception as exc:
+                box["error"] = exc
+
+        connecting = threading.Thread(target=run_connect, daemon=True)
+        connecting.start()
+        connecting.join(timeout=max(1.0, stop_at - time.time()))
+        if "error" in box:
+            raise box["error"]
+        if connecting.is_alive():  # deadline: record what the pool work got to
+            chunks = ls.log_path.read_text(errors="replace").count("retrieve_tasks_predictions")
+            out["connect_incomplete"] = {
+                "after_s": round(time.monotonic() - t_connect, 1),
+                "retrieve_chunks_done": chunks // 2,  # Label Studio logs each request twice
+                "tasks_asked_for": min(n, chunks // 2 * 50),
+            }
+            out["pool_job"] = (backend.versions(pid).get("pool") or [None])[0]
+            out["predict_during_pool_work"] = predictor.finish()
+            log(f"N={n}: deadline during connect: {out['connect_incomplete']}")
+            return collect()
+        result = box["result"]
         t_returned = time.monotonic()
         version = result.model_version
         out["connect_returned_s"] = round(t_returned - t_connect, 1)
@@ -641,6 +673,26 @@ def run_size(
         )
         out["webhook_ack_during_training"] = webhooks.finish()
         out["predict_during_training"] = predictor2.finish()
+        return collect()
+    finally:
+        if backend is not None:
+            backend.stop()
+        ls.stop()
+        LOGS.mkdir(parents=True, exist_ok=True)
+        for src, name in ((work / "backend.log", "backend"), (ls.log_path, "label-studio")):
+            if src.exists():
+                shutil.copy(src, LOGS / f"{name}-{n}.log")
+
+
+def _collect(
+    out: dict[str, Any],
+    annotators: Annotators,
+    backend: Backend,
+    ls: LocalLabelStudio,
+    sampler: MemorySampler,
+) -> dict[str, Any]:
+    """The figures every run reports, also a run cut short by the deadline."""
+    if True:
         annotators.stop()
         out["annotations_total"] = len(annotators.saved)
         out["label_studio_seen_by_annotators"] = {
@@ -676,15 +728,7 @@ def run_size(
         }
         out["load_after"] = [round(v, 2) for v in os.getloadavg()]
         out["uptime_after"] = uptime()
-        return out
-    finally:
-        if backend is not None:
-            backend.stop()
-        ls.stop()
-        LOGS.mkdir(parents=True, exist_ok=True)
-        for src, name in ((work / "backend.log", "backend"), (ls.log_path, "label-studio")):
-            if src.exists():
-                shutil.copy(src, LOGS / f"{name}-{n}.log")
+    return out
 
 
 # -- report -------------------------------------------------------------------------------------
@@ -710,18 +754,28 @@ HEADER = [
 def _row(r: dict[str, Any]) -> list[str]:
     if "error" in r:
         return [f"{r['n_tasks']:,}", str(r.get("load_before")), f"failed: {r['error'][:160]}"]
-    p, w, mem = r["predict_during_pool_work"], r["webhook_ack_during_training"], r["memory"]
+    p, mem = r["predict_during_pool_work"], r["memory"]
+    w = r.get("webhook_ack_during_training") or {"p50_ms": None, "p99_ms": None, "n": 0}
+    if "connect_incomplete" in r:
+        c = r["connect_incomplete"]
+        r = {
+            **r,
+            "connect_to_all_predicted_s": f"not done: {c['tasks_asked_for']:,} tasks "
+            f"in {c['after_s']}",
+            "connect_to_pool_published_s": None,
+        }
     return [
         f"{r['n_tasks']:,}",
         f"{r['load_before'][0]} → {r['load_after'][0]}",
-        _v(r["connect_to_all_predicted_s"], " s"),
-        _v(r["connect_to_pool_published_s"], " s"),
+        _v(r.get("connect_to_all_predicted_s"), " s"),
+        _v(r.get("connect_to_pool_published_s"), " s"),
         f"{_v(p['p50_ms'], ' ms')} / {_v(p['p99_ms'], ' ms')} (n={p['n']}, errors {p['errors']})",
         f"{r['label_studio_seen_by_annotators']['5xx_or_timeouts']} / "
         f"{r['backend_log_errors']['count']}",
         f"{mem['peak_rss_backend_plus_children_mib']} MiB (backend "
         f"{mem['peak_rss_backend_mib']}, children {mem['peak_rss_children_mib']})",
-        f"{_v(r['train_to_version_served_s'], ' s')} / {_v(r['train_to_published_all_s'], ' s')}",
+        f"{_v(r.get('train_to_version_served_s'), ' s')} / "
+        f"{_v(r.get('train_to_published_all_s'), ' s')}",
         f"{_v(w['p50_ms'], ' ms')} / {_v(w['p99_ms'], ' ms')} (n={w['n']})",
     ]
 
@@ -822,6 +876,13 @@ def main() -> None:
     if args.append and (RESULTS / f"{args.out}.json").exists():
         report = json.loads((RESULTS / f"{args.out}.json").read_text())
         report["sizes"] = [r for r in report["sizes"] if r["n_tasks"] not in sizes]
+    git = ["git", "-C", str(ROOT)]
+    report["environment"]["git_head"] = subprocess.run(
+        [*git, "rev-parse", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    report["environment"]["uncommitted_labelwheel_files"] = subprocess.run(
+        [*git, "status", "--short", "labelwheel"], capture_output=True, text=True
+    ).stdout.split("\n")
     report["environment"]["uptime_before"] = subprocess.run(
         ["uptime"], capture_output=True, text=True
     ).stdout.strip()
