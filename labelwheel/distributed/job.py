@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,8 @@ class EmbedResult:
     shards: int = 0
     store: Path | None = None
     workers: set[int] = field(default_factory=set)  # process ids that embedded
+    seconds: float = 0.0  # from the start of the work (after listing) to the last shard
+    startup_s: float = 0.0  # until the first batch came back (workers started, backbone loaded)
 
 
 class BatchEmbedder:
@@ -180,6 +183,7 @@ def run_embed(
     result.skipped = result.listed - len(todo)
     if not todo:
         return result
+    started = time.monotonic()
     if ray_address:
         batches: Iterable[Batch] = _on_ray(
             todo,
@@ -215,6 +219,8 @@ def run_embed(
 
     try:
         for batch in batches:
+            if not result.workers:
+                result.startup_s = time.monotonic() - started
             result.workers.update(int(w) for w in batch["worker"])
             for ref, sha, vec, err in zip(
                 batch["ref"], batch["sha"], batch["vector"], batch["error"], strict=True
@@ -227,6 +233,7 @@ def run_embed(
             if bar is not None:
                 bar.update(len(batch["ref"]))
         flush(1)
+        result.seconds = time.monotonic() - started
     finally:
         if bar is not None:
             bar.close()

@@ -73,7 +73,9 @@ def test_ray_writes_the_store_the_in_process_path_writes(
         cos = float(vec @ other / (np.linalg.norm(vec) * np.linalg.norm(other)))
         assert cos >= 0.9999, (ref, cos)
     assert ray_s < 90, f"the Ray job took {ray_s:.0f} s"
-    assert len(on_ray.workers) == 2 and os.getpid() not in on_ray.workers  # two actors
+    # embedded in Ray actors, not here (how many of the 2 get work in a job this small depends
+    # on how fast each starts: the pool does not wait for a slow actor)
+    assert 1 <= len(on_ray.workers) <= 2 and os.getpid() not in on_ray.workers
     assert here.workers == {os.getpid()}
 
     # resumed on Ray: nothing listed to the actors, nothing written
