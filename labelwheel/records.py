@@ -27,6 +27,7 @@ __all__ = [
     "FeedbackCounts",
     "Version",
     "open_record",
+    "read_control_feedback",
     "read_feedback_counts",
     "read_versions",
     "version_name",
@@ -101,6 +102,45 @@ def read_feedback_counts(query: QueryFn, project_id: int | None = None) -> Feedb
     return out
 
 
+ControlFeedback = dict[str, dict[str, dict[str, int]]]
+"""version -> {"control" | "selected" -> {"approval": n, "correction": n}} (one project)."""
+
+
+def read_control_feedback(query: QueryFn, project_id: int) -> ControlFeedback:
+    """Feedback on pre-labels per version, split into control tasks (the version's random control
+    slice, table ``control_tasks``) and selected tasks (the rest), live annotations. A database
+    without the table (written before control slices existed) has only selected tasks."""
+    sql = (
+        "SELECT a.prediction_version, a.feedback, c.task_id IS NOT NULL, COUNT(*) "
+        "FROM annotations a LEFT JOIN control_tasks c ON c.project_id = a.project_id "
+        "AND c.version = a.prediction_version AND c.task_id = a.task_id "
+        "WHERE a.deleted = 0 AND a.feedback IS NOT NULL AND a.project_id = ? "
+        "AND a.prediction_version IS NOT NULL GROUP BY 1, 2, 3"
+    )
+    try:
+        rows = query(sql, (int(project_id),))
+    except sqlite3.OperationalError as exc:
+        if "no such table" not in str(exc):
+            raise
+        rows = [
+            (version, kind, 0, n)
+            for (pid, version), counts in read_feedback_counts(query, project_id).items()
+            if pid == int(project_id) and version
+            for kind, n in counts.items()
+        ]
+    out: ControlFeedback = {}
+    for version, feedback, is_control, n in rows:
+        per = out.setdefault(
+            str(version),
+            {
+                "control": {"approval": 0, "correction": 0},
+                "selected": {"approval": 0, "correction": 0},
+            },
+        )
+        per["control" if is_control else "selected"][str(feedback)] += int(n)
+    return out
+
+
 class BackendRecord:
     """Read-only view of a backend's database (one connection; not shared across threads)."""
 
@@ -121,6 +161,11 @@ class BackendRecord:
     def feedback_counts(self, project_id: int | None = None) -> FeedbackCounts:
         """Approvals and corrections per version (see :func:`read_feedback_counts`)."""
         return read_feedback_counts(self.query, project_id)
+
+    def control_feedback(self, project_id: int) -> ControlFeedback:
+        """Feedback per version on control and selected tasks (see
+        :func:`read_control_feedback`)."""
+        return read_control_feedback(self.query, project_id)
 
     def close(self) -> None:
         """Close the connection."""

@@ -438,6 +438,7 @@ def coverage_command(out: Path | None, clusters: int | None, projection: str, **
 @_friendly_errors
 def report_command(cost_per_label: float | None, **kw: Any) -> None:
     """Class balance, duplicates, measured vs estimated real accuracy, acceptance per version."""
+    from labelwheel.lead.honest import estimate_versions
     from labelwheel.lead.report import build_report
     from labelwheel.lead.sources import acceptance_rows
 
@@ -449,6 +450,9 @@ def report_command(cost_per_label: float | None, **kw: Any) -> None:
     rep = build_report(
         pool,
         acceptance=acceptance_rows(pool, loaded.store),
+        honest=estimate_versions(loaded.store.control_feedback(pool.project_id))
+        if loaded.store is not None and pool.project_id is not None
+        else None,
         cost_per_label=cost_per_label,
         seed=kw["seed"],
     )
@@ -508,8 +512,55 @@ def report_command(cost_per_label: float | None, **kw: Any) -> None:
         )
     else:
         click.echo("no annotations made on pre-labels yet")
+    if loaded.store is not None:
+        _echo_honest(rep.honest)
     for note in rep.notes:
         click.echo(f"note: {note}")
+
+
+def _echo_honest(rows: list[Any]) -> None:
+    """The honest measure: real accuracy (random control slice) vs accuracy on selected tasks."""
+
+    def pct(x: float | None) -> str | None:
+        return None if x is None else f"{x:.0%}"
+
+    def span(iv: Any, signed: bool = False) -> str | None:
+        if iv is None:
+            return None
+        fmt = "{:+.0%}" if signed else "{:.0%}"
+        return f"{fmt.format(iv[0])}..{fmt.format(iv[1])}"
+
+    from labelwheel.lead.honest import pooled_estimate
+
+    click.echo("\nreal accuracy per version (random control slice) vs selected tasks")
+    if not any(r.control_n for r in rows):
+        click.echo(
+            "no annotations on control tasks yet (LABELWHEEL_CONTROL_FRACTION of the queue is "
+            "served at random; its pre-labels measure the real accuracy)"
+        )
+        return
+    click.echo(
+        _table(
+            ["version", "control", "real", "95% CI", "selected", "on selected", "lift", "95% CI"],
+            [
+                [
+                    r.version,
+                    r.control_n,
+                    pct(r.real_accuracy),
+                    span(r.real_interval),
+                    r.selected_n,
+                    pct(r.selected_accuracy),
+                    None if r.lift is None else f"{r.lift:+.0%}",
+                    span(r.lift_interval, signed=True),
+                ]
+                for r in [*rows, pooled_estimate(rows)]
+            ],
+        )
+    )
+    click.echo(
+        "real = pre-labels approved on random control tasks (unbiased; Wilson 95% interval); "
+        "on selected = on the selector's tasks (biased low by design); lift = real - selected"
+    )
 
 
 # -------------------------------------------------------------------------------------- audit

@@ -8,7 +8,9 @@
   Clusters without measured labels are unknown; their pool share bounds the estimate (worst case
   all wrong, best case all right);
 * pre-label acceptance rate per model version (approvals / annotations made on a pre-label),
-  from the backend's store or from Label Studio's annotations.
+  from the backend's store or from Label Studio's annotations;
+* the honest measure (:mod:`labelwheel.lead.honest`): each version's real accuracy from its
+  random control slice, next to its accuracy on the selected tasks, and the lift between them.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from labelwheel.lead.coverage import Coverage, analyse_coverage
+from labelwheel.lead.honest import HonestEstimate, pooled_estimate
 from labelwheel.pool import Pool
 
 
@@ -68,13 +71,22 @@ class Report:
     estimated_bounds: tuple[float, float] | None
     unknown_share: float
     acceptance: list[AcceptanceRow] = field(default_factory=list)
+    honest: list[HonestEstimate] = field(default_factory=list)
     clusters: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def honest_all_versions(self) -> HonestEstimate | None:
+        """The control-slice estimate over all versions together (None without versions)."""
+        return pooled_estimate(self.honest) if self.honest else None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         out = asdict(self)
         out["acceptance"] = [a.to_dict() for a in self.acceptance]
+        out["honest"] = [h.to_dict() for h in self.honest]
+        pooled = self.honest_all_versions
+        out["honest_all_versions"] = pooled.to_dict() if pooled is not None else None
         out["estimated_bounds"] = list(self.estimated_bounds) if self.estimated_bounds else None
         return out
 
@@ -171,6 +183,7 @@ def build_report(
     *,
     coverage: Coverage | None = None,
     acceptance: list[AcceptanceRow] | None = None,
+    honest: list[HonestEstimate] | None = None,
     cost_per_label: float | None = None,
     seed: int = 0,
 ) -> Report:
@@ -217,6 +230,7 @@ def build_report(
         estimated_bounds=bounds,
         unknown_share=unknown,
         acceptance=list(acceptance or []),
+        honest=list(honest or []),
         clusters=[r.__dict__ for r in cov.rows],
         notes=notes,
     )

@@ -62,6 +62,13 @@ VARIABLES: tuple[Variable, ...] = (
         "Selector that ranks the unlabelled pool (one of labelwheel.selectors.STRATEGIES).",
     ),
     Variable(
+        "LABELWHEEL_CONTROL_FRACTION",
+        "0.05",
+        "Share of the queue served at random (the control slice, evenly interleaved and recorded "
+        "per version) to estimate each version's real accuracy without the selector's bias; "
+        "0 = off, at most 0.5.",
+    ),
+    Variable(
         "LABELWHEEL_RETRAIN_EVERY",
         "10",
         "Retrain after this many new, changed or deleted annotations; 0 = only on START_TRAINING.",
@@ -217,6 +224,7 @@ class Settings:
     local_files_root: Path | None = None
     publish: bool = True
     rank_depth: int = 1000
+    control_fraction: float = 0.05
     max_request_bytes: int = 64 * 2**20
     max_predict_tasks: int = 10_000
     predict_pool_wait: float = 5.0
@@ -329,6 +337,7 @@ class Settings:
             local_files_root=local_root,
             publish=_bool("LABELWHEEL_PUBLISH", v),
             rank_depth=_int("LABELWHEEL_RANK_DEPTH", v, 1, 10_000_000),
+            control_fraction=_float("LABELWHEEL_CONTROL_FRACTION", v, 0.0, 0.5),
             max_request_bytes=_int("LABELWHEEL_MAX_REQUEST_BYTES", v, 1024, 2**34),
             max_predict_tasks=_int("LABELWHEEL_MAX_PREDICT_TASKS", v, 1, 10_000_000),
             predict_pool_wait=_float("LABELWHEEL_PREDICT_POOL_WAIT", v, 0.0, 60.0),

@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +26,7 @@ from labelwheel.fsio import atomic_write_bytes
 from labelwheel.head import Head, Scaling
 from labelwheel.media.storage import task_image_ref
 from labelwheel.pool import queue_order
+from labelwheel.pool.control import control_seed, interleave_control
 
 if TYPE_CHECKING:  # pragma: no cover
     from labelwheel.label_config import ClassificationConfig
@@ -51,6 +52,8 @@ class PoolRanking:
     source: str  # "pool" (Label Studio's task list) or "batch"
     computed: float
     pool_size: int
+    control: frozenset[int] = field(default_factory=frozenset)
+    """Task ids in the random control slice (``LABELWHEEL_CONTROL_FRACTION``)."""
 
 
 def task_ref(task: dict[str, Any], data_key: str) -> str | None:
@@ -196,8 +199,10 @@ class Rankings:
             vectors.extend(embedded.vectors)
             report("embedding", len(vectors), len(refs))
         report("ranking", len(refs), len(refs))
-        ranking = self._rank(project_id, ids, vectors, "pool", remember=True)
+        ranking = self._rank(project_id, ids, vectors, "pool", remember=True, version=version)
         ranking.version, ranking.epoch = version, epoch
+        if ranking.control:
+            self.store.record_control_tasks(project_id, version, sorted(ranking.control))
         with self._lock:
             self._last[project_id] = ranking
             if self._epochs.get(project_id, 0) == epoch:
@@ -228,8 +233,12 @@ class Rankings:
         vectors: list[np.ndarray | None],
         source: str,
         remember: bool,
+        version: str | None = None,
     ) -> PoolRanking:
-        """Scores rank/pool_size for ``task_ids``; tasks without an embedding rank last."""
+        """Scores rank/pool_size for ``task_ids``; tasks without an embedding rank last.
+
+        With ``version`` and a serving head, ``LABELWHEEL_CONTROL_FRACTION`` of the queue is the
+        version's random control slice (:func:`labelwheel.pool.control.interleave_control`)."""
         pool_size = len(task_ids)
         ok = [i for i, v in enumerate(vectors) if v is not None]
         _, head = self._current(project_id)
@@ -253,5 +262,16 @@ class Rankings:
             strategy = queue.strategy
             order = [ok[p] for p in queue.order]
         order.extend(i for i in range(pool_size) if vectors[i] is None)
+        control: frozenset[int] = frozenset()
+        fraction = self.settings.control_fraction
+        if version is not None and head is not None and fraction > 0 and order:
+            sliced = interleave_control(
+                order,
+                fraction,
+                seed=control_seed(project_id, version),
+                keys=task_ids,
+            )
+            order = sliced.order
+            control = frozenset(task_ids[i] for i in sliced.control)
         scores = {task_ids[i]: rank / max(pool_size, 1) for rank, i in enumerate(order)}
-        return PoolRanking("", 0, scores, strategy, source, time.time(), pool_size)
+        return PoolRanking("", 0, scores, strategy, source, time.time(), pool_size, control)

@@ -518,12 +518,29 @@ def _version_details(service: Any, version: Version) -> dict[str, Any]:
         "approvals": feedback["approval"],
         "corrections": feedback["correction"],
         "acceptance_rate": feedback["approval"] / total if total else None,
+        # real accuracy from the version's random control slice, next to the accuracy on the
+        # selected tasks (labelwheel.lead.honest)
+        "honest": _honest(service, version),
         "serving": serving,
         # the serving version's pool ranking job (state, "embedding k of N", ...); None otherwise
         "pool": service.model.pool_jobs.progress(version.project_id).get(version.project_id)
         if serving
         else None,
     }
+
+
+def _honest(service: Any, version: Version) -> dict[str, Any]:
+    from labelwheel.lead.honest import honest_estimate
+
+    counts = service.store.control_feedback(version.project_id).get(version.name, {})
+
+    def pair(kind: str) -> tuple[int, int]:
+        c = counts.get(kind, {})
+        return int(c.get("approval", 0)), int(c.get("correction", 0))
+
+    out = honest_estimate(version.name, pair("control"), pair("selected")).to_dict()
+    out["control_fraction"] = service.settings.control_fraction
+    return out
 
 
 @bp.get("/versions")

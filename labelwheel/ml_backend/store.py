@@ -33,7 +33,13 @@ from typing import Any
 
 from labelwheel.ml_backend.events import EventLog
 from labelwheel.ml_backend.store_training import TrainingState, Version, version_name
-from labelwheel.records import DB_FILENAME, FeedbackCounts, read_feedback_counts
+from labelwheel.records import (
+    DB_FILENAME,
+    ControlFeedback,
+    FeedbackCounts,
+    read_control_feedback,
+    read_feedback_counts,
+)
 
 __all__ = ["Annotation", "AnnotationWrite", "Store", "Version", "ref_key", "version_name"]
 
@@ -101,6 +107,13 @@ CREATE TABLE IF NOT EXISTS training_queue (
     requested REAL NOT NULL,
     requests INTEGER NOT NULL DEFAULT 1,
     attempts INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS control_tasks (
+    project_id INTEGER NOT NULL,
+    version TEXT NOT NULL,
+    task_id INTEGER NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (project_id, version, task_id)
 );
 CREATE INDEX IF NOT EXISTS events_received ON events (received);
 """
@@ -482,6 +495,36 @@ class Store(EventLog, TrainingState):
     def feedback_counts(self, project_id: int | None = None) -> FeedbackCounts:
         """(project, prediction version) -> {"approval": n, "correction": n}, live annotations."""
         return read_feedback_counts(self.query, project_id)
+
+    # -- control slice ------------------------------------------------------------------------
+
+    def record_control_tasks(self, project_id: int, version: str, task_ids: list[int]) -> int:
+        """Remember that ``task_ids`` are in the random control slice of ``version``'s queue
+        (:mod:`labelwheel.pool.control`); returns how many were new."""
+        if not task_ids:
+            return 0
+        now = time.time()
+        with self.transaction() as conn:
+            before = conn.total_changes
+            conn.executemany(
+                "INSERT OR IGNORE INTO control_tasks (project_id, version, task_id, created) "
+                "VALUES (?, ?, ?, ?)",
+                [(int(project_id), str(version), int(t), now) for t in task_ids],
+            )
+            return int(conn.total_changes - before)
+
+    def control_task_ids(self, project_id: int, version: str) -> set[int]:
+        """The control tasks recorded for a version of a project."""
+        rows = self.query(
+            "SELECT task_id FROM control_tasks WHERE project_id = ? AND version = ?",
+            (int(project_id), str(version)),
+        )
+        return {int(r[0]) for r in rows}
+
+    def control_feedback(self, project_id: int) -> ControlFeedback:
+        """Feedback per version on control and on selected tasks (see
+        :func:`labelwheel.records.read_control_feedback`)."""
+        return read_control_feedback(self.query, project_id)
 
     def label_counts(self, project_id: int) -> dict[str, int]:
         """Label -> number of training annotations carrying it."""

@@ -63,6 +63,7 @@ def _analysis(project_id: int, refresh: bool = False) -> Analysis:
 
 def _compute(project_id: int) -> Analysis:
     from labelwheel.lead.coverage import analyse_coverage
+    from labelwheel.lead.honest import estimate_versions
     from labelwheel.lead.report import build_report
     from labelwheel.lead.sources import acceptance_rows, accuracy_history
     from labelwheel.pool import default_cache_dir, load_project_pool
@@ -83,7 +84,14 @@ def _compute(project_id: int) -> Analysis:
         status = 404 if "not found" in str(exc) else 400
         raise DashboardError(str(exc), status) from None
     coverage = analyse_coverage(pool)
-    report = build_report(pool, coverage=coverage, acceptance=acceptance_rows(pool, store))
+    honest = (
+        estimate_versions(store.control_feedback(project_id))
+        if store is not None and hasattr(store, "control_feedback")
+        else None
+    )
+    report = build_report(
+        pool, coverage=coverage, acceptance=acceptance_rows(pool, store), honest=honest
+    )
     history, kind = accuracy_history(pool, store)
     return Analysis(
         project_id=project_id,
