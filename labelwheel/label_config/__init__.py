@@ -185,6 +185,13 @@ def _interface(xml: str) -> Any:
     return LabelInterface(xml)
 
 
+def warm_up() -> None:
+    """Import and exercise the SDK's config parser now. Its first use costs about 0.5 s idle and
+    several seconds on a busy machine; a server calls this at start so that the first ``/setup``
+    answers well within Label Studio's 3 s timeout."""
+    parse_classification_config(image_classification_config(["a", "b"]))
+
+
 def parse_classification_config(xml: str) -> ClassificationConfig:
     """Parse a label config into a :class:`ClassificationConfig`.
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Flask
 
+from labelwheel.label_config import warm_up as warm_up_label_config
 from labelwheel.ml_backend.config import ConfigError, Settings
 from labelwheel.ml_backend.dirlock import ModelDirInUse, ModelDirLock
 from labelwheel.ml_backend.link import LabelStudioLink
@@ -92,6 +93,7 @@ class BackendService:
         """Load the serving version of every known project (the newest readable artifact;
         unreadable ones are logged now, not at the first request), then start the background
         threads, which first re-queue the trainings owed from before a restart."""
+        warm_up_label_config()  # the first /setup must answer within Label Studio's 3 s
         for project_id in self.store.project_ids():
             self.model.current(project_id)
         self.worker.start()
