@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -87,6 +88,30 @@ def _in_process(refs: list[str], worker: BatchEmbedder, batch_size: int) -> Iter
         yield worker({"ref": refs[start : start + batch_size]})
 
 
+def _host_port(address: str) -> tuple[str, int] | None:
+    """``HOST:PORT`` / ``ray://HOST:PORT`` → (host, port); None for local / auto; ValueError."""
+    if address in ("local", "auto"):
+        return None
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"--ray {address!r}: use local, auto, HOST:PORT or ray://HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail in seconds, with one line, for a ``host:port`` or ``ray://host:port`` nobody
+    answers at (``ray.init`` would retry for minutes)."""
+    target = _host_port(address)
+    if target is None:
+        return
+    host, port = target
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as exc:
+        raise ValueError(f"cannot reach Ray at {address}: {exc.strerror or exc}") from None
+
+
 def _on_ray(
     refs: list[str],
     source: EmbedSource,
@@ -104,6 +129,7 @@ def _on_ray(
         raise ValueError('ray is not installed: pip install "labelwheel[distributed]"') from None
     started = False
     if not ray.is_initialized():
+        _check_reachable(address)
         ray.init(
             address=None if address == "local" else address,
             include_dashboard=False,
@@ -164,6 +190,8 @@ def run_embed(
     """
     if batch_size < 1 or shard_rows < 1:
         raise ValueError("batch size and shard rows must be at least 1")
+    if ray_address:
+        _host_port(ray_address)
     out = Path(out)
     store: EmbeddingStore | None = None
     if (out / "store.json").exists():

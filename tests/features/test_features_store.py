@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -192,6 +194,19 @@ def test_embed_command(photo_folder: Path, tmp_path: Path) -> None:
     res = runner.invoke(cli, args)
     assert res.exit_code == 0 and "0 embedded, 24 already in the store" in res.output
 
+    free = socket.socket()
+    free.bind(("127.0.0.1", 0))
+    port = free.getsockname()[1]
+    free.close()
+    started = time.monotonic()
+    res = runner.invoke(
+        cli,
+        ["embed", str(photo_folder), "--out", str(tmp_path / "r"), "--ray", f"127.0.0.1:{port}"],
+    )
+    assert res.exit_code == 1 and f"cannot reach Ray at 127.0.0.1:{port}" in res.output
+    assert time.monotonic() - started < 10
+    res = runner.invoke(cli, [*args, "--ray", "nowhere"])
+    assert res.exit_code == 1 and "use local, auto, HOST:PORT" in res.output
     res = runner.invoke(cli, [*args, "--image-size", "96"])
     assert res.exit_code == 1 and "holds efficientnet-lite0 at 64 px" in res.output
     res = runner.invoke(cli, ["embed", str(tmp_path / "missing"), "--out", str(tmp_path / "s2")])
