@@ -1,0 +1,347 @@
+"""Control-slice benchmark: does the random control slice estimate a version's real accuracy?
+
+A simulated project on a real labelled set (MNIST-5k raw pixels by default; digits with
+``--dataset digits``), served as the backend serves it: after every batch of 10 labels a new
+version (the product's head, :class:`labelwheel.simulate.loop.Classifier`) is trained, the
+unlabelled pool is ordered by :func:`labelwheel.pool.queue_order` (selector ``margin`` by
+default: the backend's ``adaptive`` costs twice the time and the slice does not depend on
+it), and :func:`labelwheel.pool.control.interleave_control` puts the version's random control
+slice into the queue. The "annotators" label the first 10 tasks served with their true
+labels; each label says whether the serving version's pre-label was right (approval) and whether
+the task was a control task. The true accuracy of every version is measured on a held-out test
+split the loop never sees.
+
+Estimators compared with the truth, per seed, at the end of the budget:
+
+- ``pooled``: approvals / annotations on control tasks, all versions together (what the backend
+  records), against the matching truth: the mean held-out accuracy of the versions that served
+  those control tasks. This checks that the slice is unbiased.
+- ``recent``: the same over the second half of the budget, against its matching truth.
+- ``selected``: approvals on the selected (non-control) tasks, the biased number the product
+  shows next to it, against its matching truth.
+- ``holdout``: a model trained on every label but the control ones, scored on the control
+  labels, against that model's held-out accuracy: the real accuracy of a current version
+  estimated from all control labels so far.
+
+Target (issue 12): within ±3 points of the truth in 9 of 10 seeds. The markdown also gives, from
+the binomial variance at the measured accuracy, how many control labels (and labels in all, at
+each fraction) ±3 points in 9 of 10 seeds needs.
+
+    .venv/bin/python benchmarks/control_slice.py [--dataset mnist5k] [--seeds 10]
+        [--budget 400] [--fractions 0.05,0.2,0.5] [--strategy margin]
+    # parallel: one process per fraction with --out PART, then --merge PART1.json,PART2.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS, environment, log, write_json
+
+from labelwheel.head import Scaling
+from labelwheel.pool import queue_order
+from labelwheel.pool.control import control_seed, interleave_control
+from labelwheel.simulate.loop import Classifier
+
+TOLERANCE = 0.03
+LARGE_SLICES = (50, 100, 200, 400, 800)
+Z90 = 1.6448536269514722  # two-sided 90%: "within ±3 points in 9 of 10 seeds"
+
+
+def load(dataset: str, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A stratified 75/25 pool/test split of the raw-pixel features (a new split per seed)."""
+    from sklearn.model_selection import train_test_split
+
+    from labelwheel.datasets import load_embeddings
+
+    feats = load_embeddings(dataset, backbone="raw")
+    xp, xt, yp, yt = train_test_split(
+        feats.X, feats.y, test_size=0.25, random_state=seed, stratify=feats.y
+    )
+    return xp, yp, xt, yt
+
+
+def run_seed(
+    dataset: str, seed: int, fraction: float, budget: int, batch: int, strategy: str, depth: int
+) -> dict[str, Any]:
+    """One simulated project; returns the per-label log and the estimators."""
+    xp, yp, xt, yt = load(dataset, seed)
+    n_classes = int(max(yp.max(), yt.max()) + 1)
+    scaling = Scaling.of(xp)
+    labeled = np.zeros(len(yp), dtype=bool)
+    log_rows: list[tuple[int, int, bool, bool]] = []  # (version, row, control, correct)
+    truth: dict[int, float] = {}
+    version = 0
+    started = time.perf_counter()
+    while labeled.sum() < budget:
+        model = None
+        if labeled.any():
+            model = Classifier(n_classes, scaling=scaling).fit(xp[labeled], yp[labeled])
+            if not model.is_fitted:
+                model = None
+        unl = np.flatnonzero(~labeled)
+        lab = xp[labeled] if labeled.any() else None
+        head = model.head if model is not None else None
+        queue = queue_order(
+            xp[unl], lab, strategy=strategy, head=head, depth=depth, first_batch=batch
+        )
+        order = queue.order
+        control: set[int] = set()
+        if head is not None and fraction > 0:
+            sliced = interleave_control(
+                order, fraction, seed=control_seed(seed, f"v{version}"), keys=unl.tolist()
+            )
+            order, control = sliced.order, set(sliced.control)
+        served = order[: min(batch, budget - int(labeled.sum()))]
+        if model is not None:
+            truth[version] = model.score(xt, yt)
+            pred = model.predict(xp[unl[served]])
+            for p, guess in zip(served, pred, strict=True):
+                log_rows.append((version, int(unl[p]), p in control, bool(guess == yp[unl[p]])))
+        labeled[unl[served]] = True
+        version += 1
+    # the final version, trained on every label, and one trained on all but the control labels
+    final = Classifier(n_classes, scaling=scaling).fit(xp[labeled], yp[labeled])
+    ctrl_rows = [r for _, r, c, _ in log_rows if c]
+    keep = labeled.copy()
+    keep[ctrl_rows] = False
+    holdout = Classifier(n_classes, scaling=scaling).fit(xp[keep], yp[keep])
+
+    def rate(rows: list[tuple[int, int, bool, bool]]) -> tuple[float | None, float | None, int]:
+        if not rows:
+            return None, None, 0
+        est = float(np.mean([ok for *_, ok in rows]))
+        matched = float(np.mean([truth[v] for v, *_ in rows]))
+        return est, matched, len(rows)
+
+    half = budget // 2
+    recent = [r for r in log_rows if r[0] * batch >= half]
+    out: dict[str, Any] = {"seed": seed, "fraction": fraction, "budget": budget}
+    for name, rows in (
+        ("pooled", [r for r in log_rows if r[2]]),
+        ("recent", [r for r in recent if r[2]]),
+        ("selected", [r for r in log_rows if not r[2]]),
+    ):
+        est, matched, n = rate(rows)
+        out[name] = {"estimate": est, "truth": matched, "n": n}
+    if ctrl_rows:
+        out["holdout"] = {
+            "estimate": holdout.score(xp[ctrl_rows], yp[ctrl_rows]),
+            "truth": holdout.score(xt, yt),
+            "n": len(ctrl_rows),
+        }
+    else:
+        out["holdout"] = {"estimate": None, "truth": holdout.score(xt, yt), "n": 0}
+    out["final_accuracy"] = final.score(xt, yt)
+    # a larger slice for the final version: n tasks drawn at random from the unlabelled pool
+    # (what a control slice of n labels would see), scored against the held-out truth
+    rest = np.flatnonzero(~labeled)
+    draw = np.random.default_rng(10_000 + seed).permutation(rest)
+    out["large_slice"] = {
+        str(n): {
+            "estimate": final.score(xp[draw[:n]], yp[draw[:n]]),
+            "truth": out["final_accuracy"],
+            "n": n,
+        }
+        for n in LARGE_SLICES
+        if n <= len(draw)
+    }
+    out["control_labels"] = len(ctrl_rows)
+    out["seconds"] = time.perf_counter() - started
+    return out
+
+
+def within(entry: dict[str, Any]) -> bool | None:
+    """Whether an estimator landed within the tolerance of its truth (None: no estimate)."""
+    if entry["estimate"] is None:
+        return None
+    return abs(entry["estimate"] - entry["truth"]) <= TOLERANCE
+
+
+def needed_control_labels(accuracy: float) -> int:
+    """Control labels for |estimate - truth| <= 3 points with probability 0.9 (normal approx)."""
+    return math.ceil((Z90 / TOLERANCE) ** 2 * accuracy * (1 - accuracy))
+
+
+def summarise(runs: list[dict[str, Any]], fractions: list[float]) -> dict[str, Any]:
+    """Per fraction and estimator: seeds within ±3 points, mean error, mean n."""
+    out: dict[str, Any] = {}
+    for f in fractions:
+        rs = [r for r in runs if r["fraction"] == f]
+        row: dict[str, Any] = {"seeds": len(rs)}
+        for name in ("pooled", "recent", "selected", "holdout"):
+            hits = [within(r[name]) for r in rs]
+            errs = [
+                r[name]["estimate"] - r[name]["truth"]
+                for r in rs
+                if r[name]["estimate"] is not None
+            ]
+            row[name] = {
+                "within_3_points": sum(1 for h in hits if h),
+                "with_estimate": sum(1 for h in hits if h is not None),
+                "mean_error": float(np.mean(errs)) if errs else None,
+                "mean_abs_error": float(np.mean(np.abs(errs))) if errs else None,
+                "mean_n": float(np.mean([r[name]["n"] for r in rs])),
+            }
+        large: dict[str, Any] = {}
+        for n in LARGE_SLICES:
+            entries = [r["large_slice"][str(n)] for r in rs if str(n) in r.get("large_slice", {})]
+            if entries:
+                errs = [e["estimate"] - e["truth"] for e in entries]
+                large[str(n)] = {
+                    "seeds": len(entries),
+                    "within_3_points": sum(1 for e in entries if within(e)),
+                    "mean_error": float(np.mean(errs)),
+                    "mean_abs_error": float(np.mean(np.abs(errs))),
+                }
+        row["large_slice"] = large
+        acc = float(np.mean([r["final_accuracy"] for r in rs]))
+        row["final_accuracy"] = acc
+        row["needed_control_labels"] = needed_control_labels(acc)
+        row["needed_labels_at_fraction"] = math.ceil(needed_control_labels(acc) / f)
+        out[str(f)] = row
+    return out
+
+
+def markdown(data: dict[str, Any]) -> str:
+    """The summary table."""
+    s = data["summary"]
+    p = data["params"]
+    lines = [
+        "# Control slice: the real accuracy estimated from a random slice of the queue",
+        "",
+        f"{p['dataset']} (raw pixels), {p['seeds']} seeds (a new 75/25 pool/test split each), "
+        f"batch {p['batch']}, budget {p['budget']} labels, selector `{p['strategy']}` through "
+        "`queue_order`, the control slice through `interleave_control` (as the backend does); "
+        "the annotators give the true labels. Truth: held-out test accuracy. Target: within "
+        "±3 points in 9 of 10 seeds.",
+        "",
+        "| fraction | estimator | control / selected labels (mean) | within ±3 pts | "
+        "mean error | mean abs error |",
+        "|---|---|---|---|---|---|",
+    ]
+    for f, row in s.items():
+        for name in ("pooled", "recent", "holdout", "selected"):
+            e = row[name]
+            me = "–" if e["mean_error"] is None else f"{100 * e['mean_error']:+.1f} pts"
+            mae = "–" if e["mean_abs_error"] is None else f"{100 * e['mean_abs_error']:.1f} pts"
+            lines.append(
+                f"| {f} | {name} | {e['mean_n']:.0f} | {e['within_3_points']} of "
+                f"{row['seeds']} | {me} | {mae} |"
+            )
+    lines += [
+        "",
+        "Estimators: *pooled* = approvals on control tasks over all versions vs the mean "
+        "held-out accuracy of the versions that served them (what the backend records); "
+        "*recent* = the same over the second half of the budget; *holdout* = a model trained on "
+        "all labels but the control ones, scored on the control labels, vs its held-out "
+        "accuracy; *selected* = approvals on the selector's tasks (the biased number).",
+        "",
+        "## How many control labels ±3 points needs",
+        "",
+        "From the binomial variance at the final accuracy (normal approximation, two-sided 90%: "
+        "n ≥ (1.645 / 0.03)² · p(1 − p)); *sd at this budget* is √(p(1 − p)/n) at the mean "
+        "number of control labels the run collected.",
+        "",
+        "| fraction | final accuracy (mean) | control labels at budget | sd at this budget | "
+        "control labels for ±3 pts in 9/10 | labels in all at this fraction |",
+        "|---|---|---|---|---|---|",
+    ]
+    for f, row in s.items():
+        acc, n = row["final_accuracy"], row["pooled"]["mean_n"]
+        sd = math.sqrt(acc * (1 - acc) / n) if n else float("nan")
+        lines.append(
+            f"| {f} | {acc:.3f} | {n:.0f} | {100 * sd:.1f} pts | {row['needed_control_labels']} | "
+            f"{row['needed_labels_at_fraction']} |"
+        )
+    large_rows = [(f, n, e) for f, row in s.items() for n, e in row.get("large_slice", {}).items()]
+    if large_rows:
+        lines += [
+            "",
+            "## The final version on a larger random slice",
+            "",
+            "The final version (all budget labels) scored on n tasks drawn at random from the "
+            "unlabelled pool left at the budget (what a control slice of n labels would see), "
+            "against its held-out accuracy: the slice's own error, without the few-labels noise "
+            "of the run above, and any shift between the unlabelled pool and the data.",
+            "",
+            "| run fraction | n | within ±3 pts | mean error | mean abs error |",
+            "|---|---|---|---|---|",
+        ]
+        for f, n, e in large_rows:
+            lines.append(
+                f"| {f} | {n} | {e['within_3_points']} of {e['seeds']} | "
+                f"{100 * e['mean_error']:+.1f} pts | {100 * e['mean_abs_error']:.1f} pts |"
+            )
+    lines += ["", f"Run time: {data['seconds']:.0f} s. Raw numbers: `control_slice.json`.", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", default="mnist5k", choices=["mnist5k", "digits"])
+    ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--budget", type=int, default=400)
+    ap.add_argument("--batch", type=int, default=10)
+    ap.add_argument("--fractions", default="0.05,0.2,0.5")
+    ap.add_argument("--strategy", default="margin")
+    ap.add_argument("--depth", type=int, default=1000)
+    ap.add_argument("--out", default=str(RESULTS / "control_slice"))
+    ap.add_argument(
+        "--merge", help="comma-separated JSON results of parallel runs (one per fraction) to merge"
+    )
+    args = ap.parse_args()
+    if args.merge:
+        import json
+
+        parts = [json.loads(Path(p).read_text()) for p in args.merge.split(",")]
+        runs = [r for part in parts for r in part["runs"]]
+        fractions = sorted({r["fraction"] for r in runs})
+        params = {**parts[0]["params"], "fractions": fractions}
+        merged = {
+            "params": params,
+            "summary": summarise(runs, fractions),
+            "runs": runs,
+            "seconds": sum(part["seconds"] for part in parts),
+            "environment": parts[0]["environment"],
+        }
+        out = Path(args.out)
+        write_json(Path(f"{out}.json"), merged)
+        Path(f"{out}.md").write_text(markdown(merged), encoding="utf-8")
+        log(f"merged {len(parts)} parts into {out} and .md")
+        return
+    fractions = [float(f) for f in args.fractions.split(",")]
+    started = time.perf_counter()
+    runs = []
+    for f in fractions:
+        for seed in range(args.seeds):
+            r = run_seed(args.dataset, seed, f, args.budget, args.batch, args.strategy, args.depth)
+            runs.append(r)
+            log(
+                f"fraction {f} seed {seed}: {r['control_labels']} control labels, pooled "
+                f"{r['pooled']['estimate']} vs {r['pooled']['truth']:.3f}, holdout "
+                f"{r['holdout']['estimate']} vs {r['holdout']['truth']:.3f} ({r['seconds']:.0f} s)"
+            )
+    data = {
+        "params": {**vars(args), "fractions": fractions, "tolerance": TOLERANCE},
+        "summary": summarise(runs, fractions),
+        "runs": runs,
+        "seconds": time.perf_counter() - started,
+        "environment": environment(),
+    }
+    out = Path(args.out)
+    write_json(Path(f"{out}.json"), data)
+    Path(f"{out}.md").write_text(markdown(data), encoding="utf-8")
+    log(f"wrote {out} and .md")
+
+
+if __name__ == "__main__":
+    main()
