@@ -156,10 +156,10 @@ def _on_ray(
             },
             batch_size=batch_size,
             batch_format="numpy",
-            # a fixed pool of ``actors`` (``concurrency=actors``), each given one batch
-            # at a time: the work spreads as actors come up instead of queueing on
-            # the first one ready
-            compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=1),
+            # a fixed pool of ``actors`` (``concurrency=actors``), each given at most two
+            # batches at a time (one embedding, one waiting), so the work spreads over the
+            # actors as they come up instead of queueing on the first one ready
+            compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=2),
             num_cpus=1,
         )
         yield from ds.iter_batches(batch_size=None, batch_format="numpy")
