@@ -27,6 +27,7 @@ LOWER_FLOORS = (
     "lead",
     "simulate",
     "ingest",
+    "distributed",
     "doctor",
     "cli.py",
     "cli_options.py",
