@@ -174,6 +174,22 @@ def test_backend_serves_dashboard_behind_basic_auth(backend_app, project) -> Non
     # The pool was embedded by the backend's own model (its fetch policy and cache).
     assert get_service(backend_app).model.images_embedded >= 36
     assert c.get(f"/dashboard/forecast.png?project={pid}", headers=AUTH).data.startswith(PNG)
+    assert b'id="pool-job"' not in r.data, "no pool job has run for this project yet"
+
+
+def test_dashboard_shows_the_backend_pool_job(backend_app, project, client) -> None:
+    from labelwheel.ml_backend import get_service
+
+    service = get_service(backend_app)
+    pid = project["id"]
+    config = service.parse_config(client.get_project(pid)["label_config"])
+    service.model.pool_jobs.ensure(pid, config)
+    ranking = service.model.pool_jobs.wait(pid, 240)
+    assert ranking is not None, service.model.pool_jobs.progress(pid)
+    r = backend_app.test_client().get(f"/dashboard?project={pid}", headers=AUTH)
+    assert r.status_code == 200
+    assert b'id="pool-job"' in r.data
+    assert re.search(rb"backend pool ranking: (ready|published)", r.data), r.data[:2000]
 
 
 # --------------------------------------------------------------------------- headless Chromium

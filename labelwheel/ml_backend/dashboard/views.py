@@ -17,6 +17,7 @@ from labelwheel.ml_backend.dashboard.common import (
     _int,
     _ls_errors,
     _project_id,
+    _service,
     _store,
     bp,
     log,
@@ -49,6 +50,7 @@ def page() -> Any:
     stamp = int(analysis.computed)
     return render_template(
         "dashboard.html",
+        pool_job=_pool_job(project_id),
         a=analysis,
         rep=analysis.report,
         cov=analysis.coverage,
@@ -67,6 +69,16 @@ def page() -> Any:
             f"dashboard.{name}_png", project=analysis.project_id, v=stamp, **extra
         ),
     )
+
+
+def _pool_job(project_id: int) -> dict[str, Any] | None:
+    """The backend's background pool job of the project (queued / embedding k of N / ranking /
+    ready / published / failed), or None when no backend serves this dashboard or none ran."""
+    service = _service()
+    if service is None:
+        return None
+    job = service.model.pool_jobs.progress(project_id).get(project_id)
+    return dict(job) if job else None
 
 
 def _known_projects() -> list[tuple[int, str]]:
