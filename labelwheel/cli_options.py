@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 
 import click
 
-__all__ = ["label_studio_options"]
+__all__ = ["backbone_options", "label_studio_options"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -26,5 +26,28 @@ def label_studio_options(func: F) -> F:
         envvar="LABEL_STUDIO_URL",
         show_envvar=True,
         help="Label Studio URL, e.g. http://127.0.0.1:8080.",
+    )(func)
+    return func
+
+
+def backbone_options(func: F) -> F:
+    """``--backbone`` (``LABELWHEEL_BACKBONE``) and ``--image-size`` (``LABELWHEEL_IMAGE_SIZE``):
+    what embeds the images; the same defaults as the backend's, so vectors are shared."""
+    func = click.option(
+        "--image-size",
+        envvar="LABELWHEEL_IMAGE_SIZE",
+        show_envvar=True,
+        type=click.IntRange(16, 1024),
+        default=224,
+        show_default=True,
+        help="Backbone input size in pixels.",
+    )(func)
+    func = click.option(
+        "--backbone",
+        envvar="LABELWHEEL_BACKBONE",
+        show_envvar=True,
+        default="efficientnet-lite0",
+        show_default=True,
+        help="Backbone that embeds the images (same as the backend's).",
     )(func)
     return func

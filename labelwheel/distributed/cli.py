@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from labelwheel.cli_options import label_studio_options
+from labelwheel.cli_options import backbone_options, label_studio_options
 
 __all__ = ["embed_command"]
 
@@ -55,23 +55,7 @@ __all__ = ["embed_command"]
     show_default=True,
     help="Vectors per store shard.",
 )
-@click.option(
-    "--backbone",
-    envvar="LABELWHEEL_BACKBONE",
-    show_envvar=True,
-    default="efficientnet-lite0",
-    show_default=True,
-    help="Backbone that embeds the images (same as the backend's).",
-)
-@click.option(
-    "--image-size",
-    envvar="LABELWHEEL_IMAGE_SIZE",
-    show_envvar=True,
-    type=click.IntRange(16, 1024),
-    default=224,
-    show_default=True,
-    help="Backbone input size in pixels.",
-)
+@backbone_options
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def embed_command(

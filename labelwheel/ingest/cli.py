@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from labelwheel.cli_options import label_studio_options
+from labelwheel.cli_options import backbone_options, label_studio_options
 
 __all__ = ["ingest_command"]
 
@@ -64,23 +64,7 @@ def _fail(message: str) -> click.ClickException:
     help="Embedding cache (default: MODEL_DIR, else LABELWHEEL_CACHE_DIR, else "
     "~/.cache/labelwheel).",
 )
-@click.option(
-    "--backbone",
-    envvar="LABELWHEEL_BACKBONE",
-    show_envvar=True,
-    default="efficientnet-lite0",
-    show_default=True,
-    help="Backbone that embeds the images (same as the backend's).",
-)
-@click.option(
-    "--image-size",
-    envvar="LABELWHEEL_IMAGE_SIZE",
-    show_envvar=True,
-    type=click.IntRange(16, 1024),
-    default=224,
-    show_default=True,
-    help="Backbone input size in pixels.",
-)
+@backbone_options
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @click.option("--import-batch", type=click.IntRange(1, 500), default=20, hidden=True)
