@@ -69,7 +69,7 @@ class ImageServer:
 class Backend:
     """``labelwheel serve`` as a real process."""
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, start_timeout: float = 90.0) -> None:
         self.log = open(log_path, "ab")  # closed in stop()
         for _attempt in range(3):  # a free port can be taken by another process meanwhile
             port = free_port()
@@ -80,7 +80,7 @@ class Backend:
                 stdout=self.log,
                 stderr=subprocess.STDOUT,
             )
-            deadline = time.monotonic() + 90
+            deadline = time.monotonic() + start_timeout
             while time.monotonic() < deadline and self.proc.poll() is None:
                 try:
                     if requests.get(self.url + "/health", timeout=1).status_code == 200:
@@ -108,26 +108,28 @@ class Backend:
         self.log.close()
 
 
-def backend_env(model_dir: Path, user: str, password: str, **settings: str) -> dict[str, str]:
-    """The environment of a backend process: this one's, minus labelwheel/Label Studio
-    settings, plus a small image size, no automatic retraining, no publishing."""
+def serve_env(model_dir: Path, **settings: str) -> dict[str, str]:
+    """The environment of a backend process: this one's, minus labelwheel/Label Studio settings,
+    plus ``MODEL_DIR``, no publishing and one thread; ``settings`` on top."""
     env = {
         k: v for k, v in os.environ.items() if not k.startswith(("LABELWHEEL_", "LABEL_STUDIO_"))
     }
-    env.update(
-        {
-            "MODEL_DIR": str(model_dir),
-            "BASIC_AUTH_USER": user,
-            "BASIC_AUTH_PASS": password,
-            "LABELWHEEL_IMAGE_SIZE": "64",
-            "LABELWHEEL_RETRAIN_EVERY": "0",
-            "LABELWHEEL_PUBLISH": "false",
-            "LABELWHEEL_ALLOWED_HOSTS": "127.0.0.1",
-            "OMP_NUM_THREADS": "1",
-        }
-    )
+    env.update({"MODEL_DIR": str(model_dir), "LABELWHEEL_PUBLISH": "false", "OMP_NUM_THREADS": "1"})
     env.update(settings)
     return env
+
+
+def backend_env(model_dir: Path, user: str, password: str, **settings: str) -> dict[str, str]:
+    """:func:`serve_env` with basic auth, a small image size, no automatic retraining and the
+    local image server allowed."""
+    base = {
+        "BASIC_AUTH_USER": user,
+        "BASIC_AUTH_PASS": password,
+        "LABELWHEEL_IMAGE_SIZE": "64",
+        "LABELWHEEL_RETRAIN_EVERY": "0",
+        "LABELWHEEL_ALLOWED_HOSTS": "127.0.0.1",
+    }
+    return serve_env(model_dir, **{**base, **settings})
 
 
 def basic_auth(user: str, password: str) -> dict[str, str]:

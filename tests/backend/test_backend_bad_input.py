@@ -3,17 +3,13 @@ unicode digits, oversized /predict batches; /metrics labels stay bounded."""
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 from backend_helpers import CONFIG_SINGLE, annotation_event, data_uri, png_bytes
+from backend_procs import Backend, serve_env
 
 from labelwheel.ml_backend import get_service
 from labelwheel.ml_backend.validate import MAX_ID, MAX_JSON_DEPTH
@@ -80,43 +76,11 @@ def test_label_studio_payloads_are_far_from_the_depth_limit(make_app: Any) -> No
     assert resp.status_code == 200, resp.get_json()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_a_real_process_answers_deep_json_with_400_and_stays_healthy(tmp_path: Path) -> None:
-    port = free_port()
-    env = {
-        **{
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("LABELWHEEL_", "LABEL_STUDIO_"))
-        },
-        "MODEL_DIR": str(tmp_path / "state"),
-        "LABELWHEEL_PUBLISH": "false",
-        "OMP_NUM_THREADS": "1",
-    }
-    log = open(tmp_path / "serve.log", "wb")  # closed in the finally below
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "labelwheel.cli", "serve", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
+    log_path = tmp_path / "serve.log"
+    backend = Backend(serve_env(tmp_path / "state"), log_path)
+    url = backend.url
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-2000:]
-            try:
-                if requests.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert time.monotonic() < deadline, "backend did not start"
-            time.sleep(0.2)
         headers = {"Content-Type": "application/json"}
         for path in POST_ENDPOINTS:
             for raw in (deep_json(DEEP), deep_object(DEEP)):
@@ -129,12 +93,10 @@ def test_a_real_process_answers_deep_json_with_400_and_stays_healthy(tmp_path: P
             url + "/setup", json={"project": "3.1", "schema": CONFIG_SINGLE}, timeout=30
         )
         assert setup.status_code == 200, setup.text
-        assert proc.poll() is None
+        assert backend.proc.poll() is None
     finally:
-        proc.terminate()
-        proc.wait(15)
-        log.close()
-    text = (tmp_path / "serve.log").read_text()
+        backend.stop()
+    text = log_path.read_text()
     assert "Traceback" not in text and "RecursionError" not in text
 
 

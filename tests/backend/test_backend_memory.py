@@ -11,17 +11,13 @@ from __future__ import annotations
 
 import base64
 import io
-import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import requests
 from backend_helpers import CONFIG_SINGLE
+from backend_procs import Backend, serve_env
 from PIL import Image, ImageDraw
 
 WIDTH, HEIGHT = 6000, 4200
@@ -56,12 +52,6 @@ def vm_kib(pid: int, key: str) -> int:
     raise AssertionError(f"{key} not in /proc/{pid}/status")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def body(images: list[bytes], first_id: int) -> dict[str, object]:
     tasks = [
         {
@@ -79,52 +69,25 @@ def test_predict_on_25_megapixel_images_stays_within_the_bound(tmp_path: Path) -
     images = big_pngs(8)
     small = io.BytesIO()
     Image.new("RGB", (320, 240), (10, 120, 200)).save(small, format="PNG")
-    port = free_port()
-    env = {
-        **{
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("LABELWHEEL_", "LABEL_STUDIO_"))
-        },
-        "MODEL_DIR": str(tmp_path / "state"),
-        "LABELWHEEL_PUBLISH": "false",
-        "LABELWHEEL_RETRAIN_EVERY": "0",
-        "OMP_NUM_THREADS": "1",
-    }
-    log = open(tmp_path / "serve.log", "wb")  # closed in the finally below
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "labelwheel.cli", "serve", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
+    log_path = tmp_path / "serve.log"
+    backend = Backend(
+        serve_env(tmp_path / "state", LABELWHEEL_RETRAIN_EVERY="0"), log_path, start_timeout=120
     )
-    url = f"http://127.0.0.1:{port}"
+    url, pid = backend.url, backend.proc.pid
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-2000:]
-            try:
-                if requests.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert time.monotonic() < deadline, "backend did not start"
-            time.sleep(0.2)
         warm = requests.post(url + "/predict", json=body([small.getvalue()], 1000), timeout=300)
         assert warm.status_code == 200, warm.text
-        baseline = vm_kib(proc.pid, "VmHWM")
+        baseline = vm_kib(pid, "VmHWM")
         resp = requests.post(url + "/predict", json=body(images, 1), timeout=600)
         assert resp.status_code == 200, resp.text
         results = resp.json()["results"]
-        peak = vm_kib(proc.pid, "VmHWM")
-        after = vm_kib(proc.pid, "VmRSS")
+        peak = vm_kib(pid, "VmHWM")
+        after = vm_kib(pid, "VmRSS")
     finally:
-        proc.terminate()
-        proc.wait(15)
-        log.close()
+        backend.stop()
     assert len(results) == 8
     assert all(isinstance(r["score"], float) for r in results)
-    failures = (tmp_path / "serve.log").read_text()
+    failures = log_path.read_text()
     assert "no prediction" not in failures, failures[-2000:]  # every image was embedded
     growth_mib = (peak - baseline) / 1024
     assert growth_mib < GROWTH_BOUND_MIB, (
