@@ -276,36 +276,6 @@ class Store(EventLog, TrainingState):
 
     # -- events and annotations -------------------------------------------------------------
 
-    def record_annotation(
-        self,
-        *,
-        annotation_id: int,
-        task_id: int,
-        project_id: int,
-        labels: list[str],
-        image_ref: str | None,
-        was_cancelled: bool,
-        feedback: str | None,
-        prediction_version: str | None,
-        action: str,
-        payload: dict[str, Any] | None,
-        ls_updated_us: int | None = None,
-    ) -> int:
-        """:meth:`apply_annotation`, returning only the project's pending changes."""
-        return self.apply_annotation(
-            annotation_id=annotation_id,
-            task_id=task_id,
-            project_id=project_id,
-            labels=labels,
-            image_ref=image_ref,
-            was_cancelled=was_cancelled,
-            feedback=feedback,
-            prediction_version=prediction_version,
-            action=action,
-            payload=payload,
-            ls_updated_us=ls_updated_us,
-        ).pending
-
     def apply_annotation(
         self,
         *,

@@ -24,7 +24,7 @@ def record(store: Store, ann_id: int, task_id: int, labels: list[str], **kw: obj
         "payload": {"id": ann_id},
     }
     args.update(kw)
-    return store.record_annotation(**args)  # type: ignore[arg-type]
+    return store.apply_annotation(**args).pending  # type: ignore[arg-type]
 
 
 def test_training_set_rules(tmp_path: Path) -> None:

@@ -198,7 +198,7 @@ def test_history_and_acceptance_from_the_backend_store(
         acc = float(np.mean(LinearProbe().fit(x[idx], y[idx]).predict(x[test]) == y[test]))
         store.add_version(pid, number, n, acc, {"cv_accuracy": acc}, f"v{number}.joblib")
     for i, feedback in enumerate(["approval", "approval", "correction"]):
-        store.record_annotation(
+        store.apply_annotation(
             annotation_id=1000 + i,
             task_id=1000 + i,
             project_id=pid,

@@ -14,7 +14,7 @@ from labelwheel.records import DB_FILENAME, BackendRecord, open_record
 
 
 def _annotate(store: Store, ann_id: int, feedback: str, version: str) -> None:
-    store.record_annotation(
+    store.apply_annotation(
         annotation_id=ann_id,
         task_id=ann_id,
         project_id=3,
