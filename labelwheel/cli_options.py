@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 
 import click
 
-__all__ = ["backbone_options", "label_studio_options"]
+__all__ = ["backbone_options", "basic_auth_options", "label_studio_options"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -51,3 +51,29 @@ def backbone_options(func: F) -> F:
         help="Backbone that embeds the images (same as the backend's).",
     )(func)
     return func
+
+
+def basic_auth_options(
+    user_help: str = "Basic-auth user the backend was started with.",
+) -> Callable[[F], F]:
+    """``--basic-auth-user`` / ``--basic-auth-pass`` (``BASIC_AUTH_USER`` / ``BASIC_AUTH_PASS``):
+    the credentials the backend was started with."""
+
+    def decorate(func: F) -> F:
+        func = click.option(
+            "--basic-auth-pass",
+            envvar="BASIC_AUTH_PASS",
+            show_envvar=True,
+            default=None,
+            help="Its password (prefer the environment variable to the flag).",
+        )(func)
+        func = click.option(
+            "--basic-auth-user",
+            envvar="BASIC_AUTH_USER",
+            show_envvar=True,
+            default=None,
+            help=user_help,
+        )(func)
+        return func
+
+    return decorate

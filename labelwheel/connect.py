@@ -31,7 +31,7 @@ from typing import Any
 import click
 import requests
 
-from labelwheel.cli_options import label_studio_options
+from labelwheel.cli_options import basic_auth_options, label_studio_options
 from labelwheel.ls_api import LabelStudioClient, LabelStudioError
 
 __all__ = [
@@ -358,20 +358,7 @@ def _is_labelled(task: dict[str, Any]) -> bool:
     help="The backend's URL as Label Studio reaches it.",
 )
 @click.option("--title", default="labelwheel", show_default=True, help="ML backend title.")
-@click.option(
-    "--basic-auth-user",
-    envvar="BASIC_AUTH_USER",
-    show_envvar=True,
-    default=None,
-    help="Basic-auth user the backend was started with.",
-)
-@click.option(
-    "--basic-auth-pass",
-    envvar="BASIC_AUTH_PASS",
-    show_envvar=True,
-    default=None,
-    help="Its password (prefer the environment variable to the flag).",
-)
+@basic_auth_options()
 @click.option(
     "--no-predictions",
     is_flag=True,

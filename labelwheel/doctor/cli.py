@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from labelwheel.cli_options import label_studio_options
+from labelwheel.cli_options import basic_auth_options, label_studio_options
 
 _EPILOG = (
     "Exit status: 0 when every check passed (warnings and skipped checks allowed), 1 when any "
@@ -26,20 +26,7 @@ _EPILOG = (
     help="The backend's URL as Label Studio reaches it (default: the project's registered "
     "ML backend).",
 )
-@click.option(
-    "--basic-auth-user",
-    envvar="BASIC_AUTH_USER",
-    show_envvar=True,
-    default=None,
-    help="Basic-auth user the backend was started with (optional: then checked too).",
-)
-@click.option(
-    "--basic-auth-pass",
-    envvar="BASIC_AUTH_PASS",
-    show_envvar=True,
-    default=None,
-    help="Its password (prefer the environment variable to the flag).",
-)
+@basic_auth_options("Basic-auth user the backend was started with (optional: then checked too).")
 @click.option(
     "--local-files-root",
     envvar="LABELWHEEL_LOCAL_FILES_ROOT",
