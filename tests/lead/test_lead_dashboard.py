@@ -6,6 +6,7 @@ import base64
 import re
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -205,6 +206,33 @@ CHROMIUM_ARGS = [
 ]
 
 
+@contextmanager
+def dashboard_page(served: str, pid: int, errors: list[str]) -> Iterator[Any]:
+    """Headless Chromium on the project's dashboard page (basic auth), loaded with 200; console
+    errors and page errors are appended to ``errors``."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium", pytrace=False)
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(
+                http_credentials={"username": "lead", "password": "dashboard-secret"},
+                viewport={"width": 1280, "height": 900},
+            )
+            page = context.new_page()
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.set_default_timeout(180_000)
+            response = page.goto(f"{served}/dashboard?project={pid}", wait_until="load")
+            assert response is not None and response.status == 200
+            yield page
+        finally:
+            browser.close()
+
+
 @pytest.fixture(scope="module")
 def served(backend_app) -> Iterator[str]:
     """The backend app on a real HTTP port (werkzeug in a thread)."""
@@ -223,26 +251,9 @@ def served(backend_app) -> Iterator[str]:
 @pytest.mark.browser
 @pytest.mark.slow
 def test_dashboard_in_headless_chromium(served, project, client) -> None:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium", pytrace=False)
-    from playwright.sync_api import sync_playwright
-
-    ARTIFACTS.mkdir(exist_ok=True)
     pid = project["id"]
     errors: list[str] = []
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        context = browser.new_context(
-            http_credentials={"username": "lead", "password": "dashboard-secret"},
-            viewport={"width": 1280, "height": 900},
-        )
-        page = context.new_page()
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.set_default_timeout(180_000)
-
-        response = page.goto(f"{served}/dashboard?project={pid}", wait_until="load")
-        assert response is not None and response.status == 200
+    with dashboard_page(served, pid, errors) as page:
         for plot in ("coverage-plot", "forecast-plot", "acceptance-plot", "balance-plot"):
             page.wait_for_function(
                 f"document.getElementById('{plot}').complete && "
@@ -267,7 +278,6 @@ def test_dashboard_in_headless_chromium(served, project, client) -> None:
         page.wait_for_selector("#plan-written")
         assert "labelwheel: next 4" in page.inner_text("#plan-written")
         page.screenshot(path=str(ARTIFACTS / "lead-dashboard-written.png"), full_page=True)
-        browser.close()
     assert errors == []
     views = [v for v in client.list_views(pid) if v["data"]["title"].startswith("labelwheel: next")]
     assert [v["data"]["title"] for v in views] == ["labelwheel: next 4"]
@@ -335,25 +345,9 @@ def test_audit_api_lists_the_wrong_labels(plain_app, audit_project) -> None:
 @pytest.mark.browser
 @pytest.mark.slow
 def test_audit_panel_in_headless_chromium(served, audit_project) -> None:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium", pytrace=False)
-    from playwright.sync_api import sync_playwright
-
-    ARTIFACTS.mkdir(exist_ok=True)
     pid = audit_project["id"]
     errors: list[str] = []
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        context = browser.new_context(
-            http_credentials={"username": "lead", "password": "dashboard-secret"},
-            viewport={"width": 1280, "height": 900},
-        )
-        page = context.new_page()
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.set_default_timeout(180_000)
-        response = page.goto(f"{served}/dashboard?project={pid}", wait_until="load")
-        assert response is not None and response.status == 200
+    with dashboard_page(served, pid, errors) as page:
         assert page.locator("#suspects").count() == 0  # computed on request, not with the page
         page.click("#audit-run")
         page.wait_for_selector("#suspects")
@@ -376,5 +370,4 @@ def test_audit_panel_in_headless_chromium(served, audit_project) -> None:
         assert suspicion == sorted(suspicion, reverse=True)
         page.locator("#audit").scroll_into_view_if_needed()
         page.screenshot(path=str(ARTIFACTS / "lead-dashboard-audit.png"), full_page=True)
-        browser.close()
     assert errors == []
