@@ -355,6 +355,8 @@ def _connect(url: HttpURL, deadline: Deadline, guard: _Guard) -> socket.socket:
         except TimeoutError:
             raise ImageError("timeout", "connecting") from None
         except OSError as exc:
+            if guard.fired or deadline.remaining() <= 0:  # the watchdog closed it: the deadline
+                raise ImageError("timeout", "connecting") from None
             last = exc
             guard.drop()  # try the next address
             continue
