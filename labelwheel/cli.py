@@ -28,6 +28,7 @@ _COMMANDS: dict[str, str] = {
     "ingest": "labelwheel.ingest.cli:ingest_command",
     "audit": "labelwheel.lead.cli:audit_command",
     "embed": "labelwheel.distributed.cli:embed_command",
+    "select": "labelwheel.distributed.cli:select_command",
 }
 
 

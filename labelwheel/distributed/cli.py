@@ -9,7 +9,7 @@ import click
 
 from labelwheel.cli_options import backbone_options, label_studio_options
 
-__all__ = ["embed_command"]
+__all__ = ["embed_command", "select_command"]
 
 
 @click.command("embed")
@@ -124,3 +124,110 @@ def embed_command(
         f"{spec.description} → {out}: {result.embedded} embedded, {result.skipped} already in "
         f"the store, {len(result.failed)} failed ({result.shards} new shards)"
     )
+
+
+@click.command("select")
+@click.argument("store", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--n", "n", type=click.IntRange(1, None), required=True, help="How many to pick.")
+@click.option(
+    "--strategy",
+    type=click.Choice(["kcenter", "kmeans", "typiclust", "probcover", "random"]),
+    default="kcenter",
+    show_default=True,
+    help="A strategy that needs embeddings only (a store holds no model probabilities).",
+)
+@click.option(
+    "--candidates",
+    type=click.IntRange(1, None),
+    help="Candidates kept per shard in stage one (default: --n).",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+@click.option(
+    "--ray",
+    "ray_address",
+    metavar="ADDRESS",
+    help="Run stage one as Ray tasks, one per shard: a cluster address (auto, "
+    "ray://head:10001) or 'local'. The store must be at the same path on every node.",
+)
+@click.option(
+    "--coverage",
+    is_flag=True,
+    help="Also measure the pick's covering radius and mean distance over every stored vector.",
+)
+@click.option(
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="CSV of the picks: rank, ref, sha, shard, row (most informative first).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def select_command(
+    store: Path,
+    n: int,
+    strategy: str,
+    candidates: int | None,
+    seed: int,
+    ray_address: str | None,
+    coverage: bool,
+    out: Path,
+    as_json: bool,
+) -> None:
+    """Pick --n rows of the embedding store STORE in two stages: candidates per shard (read one
+    shard at a time, or as Ray tasks with --ray), then the final pick over their union."""
+    import csv
+    import io
+
+    from labelwheel.distributed.selection import select_store
+    from labelwheel.fsio import atomic_write_bytes
+
+    try:
+        result = select_store(
+            store,
+            n,
+            strategy,
+            candidates=candidates,
+            seed=seed,
+            ray_address=ray_address,
+            coverage=coverage,
+        )
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    except Exception as exc:  # Ray unreachable or failing: one line, not a traceback
+        raise click.ClickException(f"{exc.__class__.__name__}: {exc}") from None
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["rank", "ref", "sha", "shard", "row"])
+    for p in result.picks:
+        writer.writerow([p.rank, p.ref, p.sha, p.shard, p.row])
+    try:
+        atomic_write_bytes(out, buf.getvalue().encode())
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {out}: {exc.strerror or exc}") from None
+    summary = {
+        "store": str(store),
+        "out": str(out),
+        "strategy": strategy,
+        "picked": len(result.picks),
+        "rows": result.rows,
+        "shards": result.shards,
+        "candidates": result.candidates,
+        "stage_one_s": round(result.stage_one_s, 3),
+        "stage_two_s": round(result.stage_two_s, 3),
+        "radius": result.radius,
+        "mean_distance": result.mean_distance,
+        "index": result.index_kind,
+    }
+    if as_json:
+        click.echo(json.dumps(summary))
+        return
+    line = (
+        f"{store}: picked {len(result.picks)} of {result.rows} rows ({strategy}, two stages: "
+        f"{result.shards} shards → {result.candidates} candidates) → {out}"
+    )
+    if result.radius is not None:
+        line += (
+            f"; covering radius {result.radius:.4g}, mean distance "
+            f"{result.mean_distance:.4g} ({result.index_kind} search)"
+        )
+    click.echo(line)

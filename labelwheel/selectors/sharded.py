@@ -17,13 +17,13 @@ stage one, and over the candidates, not the pool, in stage two; an uncertainty s
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["Shard", "select_two_stage", "shard_candidates"]
+__all__ = ["Shard", "final_pick", "select_two_stage", "shard_candidates"]
 
 Shard = tuple[Any, Any, Any]
 """(global ids (k,), embeddings (k, d), probabilities (k, C) or None) of one shard."""
@@ -80,11 +80,20 @@ def select_two_stage(
     def stage_one(shard: Shard) -> Any:
         return shard_candidates(strategy, per_shard, shard, seed=seed, **params)
 
-    parts = [p for p in map_fn(stage_one, shards) if len(p[0])]
-    if not parts:
+    return final_pick(strategy, n, list(map_fn(stage_one, shards)), seed=seed, **params)
+
+
+def final_pick(
+    strategy: str, n: int, parts: Sequence[Any], *, seed: int = 0, **params: Any
+) -> NDArray[np.int64]:
+    """Stage two: pick ``n`` global ids with ``strategy`` over the union of the shards'
+    candidates, ``parts`` as :func:`shard_candidates` returns them (in shard order, so the
+    result does not depend on which shard finished first)."""
+    parts = [p for p in parts if len(p[0])]
+    if n <= 0 or not parts:
         return np.zeros(0, dtype=np.int64)
-    ids = np.concatenate([p[0] for p in parts])
-    emb = np.concatenate([p[1] for p in parts])
+    ids = np.concatenate([np.asarray(p[0], dtype=np.int64) for p in parts])
+    emb = np.concatenate([np.asarray(p[1], dtype=np.float32) for p in parts])
     with_proba = [p[2] is not None for p in parts]
     if any(with_proba) and not all(with_proba):
         raise ValueError("probabilities must be given for every shard or for none")

@@ -1,0 +1,321 @@
+"""``labelwheel select``'s work: two-stage selection over an embedding store, shard by shard, in
+this process or as Ray tasks.
+
+Stage one runs :func:`~labelwheel.selectors.sharded.shard_candidates` on one shard at a time:
+the shard's ``.npy`` is read into memory by :func:`load_shard` (only that file: the store's
+other shards and manifests are not touched), its candidates are kept and the shard is dropped
+before the next is read, so the driver never holds more than one shard plus the candidates.
+With Ray (``ray_address``), each shard is one ``ray.remote`` task that reads its shard from the
+store path where it runs (the store must be on storage every node sees: a shared file system,
+or the same path on each node) and returns only its candidates. Stage two
+(:func:`~labelwheel.selectors.sharded.final_pick`) runs here over the union of the candidates,
+in shard order, so both paths give the same picks for the same seed.
+
+A row's global id is ``shard << 32 | row``; only the picked rows' manifests are read, to name
+their references and content hashes. Optionally every stored vector's distance to its nearest
+pick is measured, shard by shard as well (:mod:`labelwheel.selectors.coverage`: exact, or an
+IVF index when the picks are many), for the covering radius and mean distance of the pick.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = [
+    "STORE_STRATEGIES",
+    "Picked",
+    "StoreSelection",
+    "load_shard",
+    "select_store",
+    "store_shards",
+]
+
+#: Strategies that need only embeddings (a store holds no model probabilities).
+STORE_STRATEGIES = ("kcenter", "kmeans", "typiclust", "probcover", "random")
+
+_SHARD_RE = re.compile(r"^shard-(\d{6,})\.jsonl$")
+_ROW_BITS = 32
+
+Loader = Callable[[Path, int], tuple[NDArray[np.int64], NDArray[np.float32]]]
+
+
+@dataclass(frozen=True)
+class Picked:
+    """One picked row: rank (0 = picked first), reference, content hash, shard and row."""
+
+    rank: int
+    ref: str
+    sha: str
+    shard: int
+    row: int
+
+
+@dataclass
+class StoreSelection:
+    """What :func:`select_store` picked and what it cost."""
+
+    picks: list[Picked]
+    strategy: str
+    shards: int
+    rows: int  # vectors in the store
+    candidates: int  # rows that reached stage two
+    max_shard_rows: int  # the most rows stage one held at once (one shard)
+    stage_one_s: float
+    stage_two_s: float
+    coverage_s: float = 0.0
+    radius: float | None = None  # covering radius of the pick over every stored vector
+    mean_distance: float | None = None
+    index_kind: str | None = None
+    workers: set[str] = field(default_factory=set)  # where stage one ran (pid@host)
+
+
+def store_shards(root: Path | str) -> list[int]:
+    """The committed shard numbers of the store at ``root`` (its ``.jsonl`` manifests exist),
+    ascending; raises ValueError if ``root`` is not an embedding store."""
+    root = Path(root)
+    try:
+        meta = json.loads((root / "store.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"{root} is not an embedding store (no store.json)") from None
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{root}/store.json is unreadable: {exc}") from None
+    from labelwheel.features.store import STORE_FORMAT
+
+    if not isinstance(meta, dict) or meta.get("format") != STORE_FORMAT:
+        raise ValueError(f"{root} is not an embedding store")
+    try:
+        names = [p.name for p in (root / "shards").iterdir()]
+    except FileNotFoundError:
+        return []
+    return sorted(int(m.group(1)) for m in map(_SHARD_RE.match, names) if m)
+
+
+def global_ids(shard: int, rows: int) -> NDArray[np.int64]:
+    """Global ids of a shard's rows: ``shard << 32 | row``."""
+    return (np.int64(shard) << _ROW_BITS) | np.arange(rows, dtype=np.int64)
+
+
+def load_shard(root: Path, shard: int) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+    """(global ids, vectors in memory) of one shard: reads that shard's ``.npy`` only."""
+    path = Path(root) / "shards" / f"shard-{shard:06d}.npy"
+    try:
+        arr = np.load(path, mmap_mode="r")
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{root}: shard {shard} is unreadable: {exc}") from None
+    if arr.ndim != 2 or arr.dtype != np.float32:
+        raise ValueError(f"{root}: shard {shard} is damaged ({arr.dtype}, {arr.shape})")
+    vectors = np.array(arr)  # one read of this file; the memory map is dropped with ``arr``
+    del arr
+    return global_ids(shard, len(vectors)), vectors
+
+
+def _stage_one(
+    shard: int, root: str, strategy: str, per_shard: int, seed: int, params: dict[str, Any]
+) -> tuple[NDArray[np.int64], NDArray[np.float32], int, str]:
+    """Stage one on one shard, read from the store path: (candidate ids, their vectors, the
+    shard's rows, where it ran). The function a Ray task runs."""
+    import os
+    import socket
+
+    from labelwheel.selectors.sharded import shard_candidates
+
+    ids, vectors = load_shard(Path(root), shard)
+    rows = len(ids)
+    cid, cemb, _ = shard_candidates(strategy, per_shard, (ids, vectors, None), seed=seed, **params)
+    return cid, cemb, rows, f"{os.getpid()}@{socket.gethostname()}"
+
+
+def _coverage_one(
+    shard: int, root: str, index: Any, loader: Loader = load_shard
+) -> tuple[float, float, int]:
+    """(max, sum, count) of one shard's nearest-pick distances; ``index`` is a faiss index or
+    its bytes. The function a Ray task runs."""
+    from labelwheel.selectors.coverage import Coverage, index_from_bytes, nearest_distances
+
+    if isinstance(index, np.ndarray):
+        index = index_from_bytes(index)
+    _, vectors = loader(Path(root), shard)
+    dist, _ = nearest_distances(vectors, index)
+    cov = Coverage.of(dist)
+    return cov.radius, cov.total, cov.count
+
+
+class _RayRunner:
+    """Runs shard functions as ``ray.remote`` tasks (one CPU each), results in shard order."""
+
+    def __init__(self, address: str) -> None:
+        try:
+            import ray
+        except ImportError:
+            raise ValueError(
+                'ray is not installed: pip install "labelwheel[distributed]"'
+            ) from None
+        from labelwheel.distributed.job import _check_reachable, _host_port
+
+        _host_port(address)
+        self.ray = ray
+        self.started = False
+        if not ray.is_initialized():
+            _check_reachable(address)
+            ray.init(
+                address=None if address == "local" else address,
+                include_dashboard=False,
+                log_to_driver=False,
+                configure_logging=False,
+            )
+            self.started = True
+
+    def map(self, fn: Callable[..., Any], shards: list[int], *args: Any) -> Iterator[Any]:
+        ray = self.ray
+        task = ray.remote(num_cpus=1, max_retries=2)(fn)
+        shared = [ray.put(a) if isinstance(a, np.ndarray) else a for a in args]
+        refs = [task.remote(shard, *shared) for shard in shards]
+        for ref in refs:  # in shard order; each result is released once consumed
+            yield ray.get(ref)
+
+    def close(self) -> None:
+        if self.started:
+            self.ray.shutdown()
+
+
+def _read_picked(root: Path, ids: NDArray[np.int64]) -> list[Picked]:
+    """Name the picked rows: read the manifests of the shards they are in."""
+    wanted: dict[int, dict[int, int]] = {}
+    for rank, gid in enumerate(ids.tolist()):
+        wanted.setdefault(gid >> _ROW_BITS, {})[gid & ((1 << _ROW_BITS) - 1)] = rank
+    named: list[Picked | None] = [None] * len(ids)
+    for shard, rows in wanted.items():
+        path = root / "shards" / f"shard-{shard:06d}.jsonl"
+        with path.open(encoding="utf-8") as fh:
+            for line in fh:
+                if not line.strip():
+                    continue
+                rec = json.loads(line)
+                at = rows.get(int(rec["row"]))
+                if at is not None:
+                    named[at] = Picked(at, str(rec["ref"]), str(rec["sha"]), shard, int(rec["row"]))
+    missing = [int(ids[i]) for i, p in enumerate(named) if p is None]
+    if missing:
+        raise ValueError(f"{root}: rows missing from their shard manifests: {missing[:5]}")
+    return [p for p in named if p is not None]
+
+
+def select_store(
+    root: Path | str,
+    n: int,
+    strategy: str = "kcenter",
+    *,
+    candidates: int | None = None,
+    seed: int = 0,
+    ray_address: str | None = None,
+    coverage: bool = False,
+    index_kind: str = "auto",
+    loader: Loader = load_shard,
+    **params: Any,
+) -> StoreSelection:
+    """Pick ``n`` rows of the embedding store at ``root`` with ``strategy`` in two stages (see
+    the module doc): ``candidates`` per shard (default ``n``), stage one in this process shard
+    after shard or, with ``ray_address`` (``local``, ``auto``, ``ray://head:10001``), as one
+    Ray task per shard. ``coverage`` also measures the pick's covering radius and mean
+    distance over every stored vector (``index_kind``: ``flat``, ``ivf`` or ``auto``).
+    ``loader`` reads one shard in this process (tests watch it; Ray tasks use
+    :func:`load_shard`). Raises ValueError for a bad store, strategy or argument."""
+    from labelwheel.selectors.coverage import Coverage, index_to_bytes, pick_index
+    from labelwheel.selectors.sharded import final_pick, shard_candidates
+
+    if strategy not in STORE_STRATEGIES:
+        raise ValueError(
+            f"strategy {strategy!r} cannot run on a store (it holds embeddings only): "
+            f"use one of {', '.join(STORE_STRATEGIES)}"
+        )
+    if n < 1:
+        raise ValueError(f"n must be at least 1, got {n}")
+    per_shard = n if candidates is None else int(candidates)
+    if per_shard < 1:
+        raise ValueError(f"candidates must be at least 1, got {candidates}")
+    if ray_address:
+        from labelwheel.distributed.job import _host_port
+
+        _host_port(ray_address)
+    root = Path(root)
+    shards = store_shards(root)
+    if not shards:
+        raise ValueError(f"{root} holds no vectors")
+    runner = _RayRunner(ray_address) if ray_address else None
+    try:
+        t0 = time.perf_counter()
+        parts: list[tuple[Any, Any, Any]] = []
+        rows = max_rows = 0
+        workers: set[str] = set()
+        if runner is not None:
+            results = runner.map(_stage_one, shards, str(root), strategy, per_shard, seed, params)
+            for cid, cemb, shard_rows, where in results:
+                parts.append((cid, cemb, None))
+                rows += shard_rows
+                max_rows = max(max_rows, shard_rows)
+                workers.add(where)
+        else:
+            for shard in shards:
+                ids, vectors = loader(root, shard)
+                rows += len(ids)
+                max_rows = max(max_rows, len(ids))
+                parts.append(
+                    shard_candidates(strategy, per_shard, (ids, vectors, None), seed=seed, **params)
+                )
+                del ids, vectors  # the shard goes before the next one is read
+            workers.add("this process")
+        t1 = time.perf_counter()
+        ids = final_pick(strategy, n, parts, seed=seed, **params)
+        t2 = time.perf_counter()
+        union = sum(len(p[0]) for p in parts)
+        pick_vectors = _vectors_of(ids, parts)
+        del parts
+        result = StoreSelection(
+            picks=_read_picked(root, ids),
+            strategy=strategy,
+            shards=len(shards),
+            rows=rows,
+            candidates=union,
+            max_shard_rows=max_rows,
+            stage_one_s=t1 - t0,
+            stage_two_s=t2 - t1,
+            workers=workers,
+        )
+        if coverage and len(ids):
+            t3 = time.perf_counter()
+            index = pick_index(pick_vectors, kind=index_kind, seed=seed)
+            result.index_kind = "ivf" if hasattr(index, "nprobe") else "flat"
+            total = Coverage()
+            if runner is not None:
+                blob = index_to_bytes(index)  # built once, searched by every task
+                for mx, sm, cnt in runner.map(_coverage_one, shards, str(root), blob):
+                    total = total.merge(Coverage(mx, sm, cnt))
+            else:
+                for shard in shards:
+                    mx, sm, cnt = _coverage_one(shard, str(root), index, loader)
+                    total = total.merge(Coverage(mx, sm, cnt))
+            result.radius, result.mean_distance = total.radius, total.mean
+            result.coverage_s = time.perf_counter() - t3
+        return result
+    finally:
+        if runner is not None:
+            runner.close()
+
+
+def _vectors_of(ids: NDArray[np.int64], parts: list[tuple[Any, Any, Any]]) -> NDArray[np.float32]:
+    """The picked rows' vectors, from the candidates (stage two picks among them)."""
+    if not parts:
+        return np.zeros((0, 0), dtype=np.float32)
+    all_ids = np.concatenate([np.asarray(p[0], dtype=np.int64) for p in parts])
+    all_emb = np.concatenate([np.asarray(p[1], dtype=np.float32) for p in parts])
+    pos = {int(g): i for i, g in enumerate(all_ids.tolist())}
+    return all_emb[[pos[int(g)] for g in ids.tolist()]]
