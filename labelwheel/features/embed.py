@@ -6,13 +6,19 @@ backend, the data-lead tools and the demo alike:
 - an image is embedded once per backbone and input size: vectors are cached by the SHA-256 of
   the image bytes (:class:`~labelwheel.features.cache.EmbeddingCache`), and a caller that knows
   a reference's hash (``known``) does not even fetch it again;
-- memory does not grow with the number of references or their resolution: references are
-  processed in chunks of the backbone's batch size; each image is fetched, decoded (JPEGs at
-  reduced size where the format allows, others reduced right after decoding) and shrunk to the
-  backbone's small input array by one worker thread, and its bytes and full-size pixels are
-  freed at once. Full-size decodes share the process's pixel budget
-  (:data:`labelwheel.media.decode.DECODE_BUDGET`), so a batch of 25-megapixel images decodes
-  one at a time whatever ``fetch_threads`` is; at most ``fetch_threads`` fetched files wait;
+- decoding overlaps inference (``pipelined``, the default): worker threads of the call fetch,
+  decode and shrink the next images while the current pass runs through the backbone
+  (:func:`labelwheel.features.pipeline.ordered_map`; Pillow, hashing and ONNX Runtime release
+  the GIL). At most ``max(fetch_threads, 2 * passes)`` images are started ahead of the backbone,
+  so at most two passes' inputs wait, decoded. ``pipelined=False`` is the sequential path:
+  a chunk of ``batch_size`` images is read and decoded, then embedded, then the next chunk;
+- memory does not grow with the number of references or their resolution: each image is
+  fetched, decoded (JPEGs at reduced size by Pillow's ``draft``, others reduced right after
+  decoding) and shrunk to the backbone's small float32 input array by one worker thread, and
+  its bytes and full-size pixels are freed at once. Full-size decodes share the process's pixel
+  budget (:data:`labelwheel.media.decode.DECODE_BUDGET`), so a batch of 25-megapixel images
+  decodes one at a time whatever ``fetch_threads`` is; at most ``fetch_threads`` fetched files
+  wait;
 - the backbone sees at most :data:`FORWARD_PIXELS` input pixels per pass (4 images at 224 px,
   16 at 112): a pass holds activations that grow with its batch (EfficientNet-Lite0 at 224 px,
   PyTorch on CPU: about 90 MB for 4 images, 160 MB for 8, 600 MB for 32), and on CPU more than a
@@ -36,6 +42,7 @@ import numpy as np
 
 from labelwheel.features.backbone import Backbone, load_backbone
 from labelwheel.features.cache import EmbeddingCache, content_hash
+from labelwheel.features.pipeline import ordered_map
 from labelwheel.media import ImageError, decode_image
 
 __all__ = ["Embedded", "Embedder", "short_ref"]
@@ -86,6 +93,7 @@ class Embedder:
         loader: Callable[[], Backbone] | None = None,
         fetch_threads: int = 8,
         inference: str | None = None,
+        pipelined: bool = True,
     ) -> None:
         if fetch_threads < 1:
             raise ValueError(f"fetch_threads must be at least 1, got {fetch_threads}")
@@ -101,6 +109,7 @@ class Embedder:
         self._backbone_lock = threading.Lock()
         self._forward_lock = threading.Lock()
         self._fetch_threads = fetch_threads
+        self.pipelined = bool(pipelined)
         self.images_embedded = 0
 
     # -- backbone -------------------------------------------------------------------------------
@@ -185,15 +194,92 @@ class Embedder:
 
             bar = tqdm(total=n, initial=n - len(todo), desc=desc, unit="img", file=sys.stderr)
         try:
-            chunk = max(1, self.batch_size)
-            for start in range(0, len(todo), chunk):
-                self._embed_chunk(refs, todo[start : start + chunk], read, out)
-                if bar is not None:
-                    bar.update(len(todo[start : start + chunk]))
+            if self.pipelined:
+                self._embed_stream(refs, todo, read, out, bar)
+            else:
+                chunk = max(1, self.batch_size)
+                for start in range(0, len(todo), chunk):
+                    self._embed_chunk(refs, todo[start : start + chunk], read, out)
+                    if bar is not None:
+                        bar.update(len(todo[start : start + chunk]))
         finally:
             if bar is not None:
                 bar.close()
         return out
+
+    def _embed_stream(
+        self,
+        refs: Sequence[str | None],
+        positions: list[int],
+        read: Reader,
+        out: Embedded,
+        bar: Any = None,
+    ) -> None:
+        """The pipelined path: images are prepared ahead on this call's threads (bounded, in
+        order) while the backbone embeds the current pass; each content is embedded once."""
+        if not positions:
+            return
+        # Threads of this call only (see _embed_chunk); a request whose images sit on a slow
+        # host never queues another request's fetches.
+        workers = min(self._fetch_threads, len(positions))
+        step = self.forward_batch
+        ahead = max(workers, 2 * step)
+        batch: list[np.ndarray] = []  # inputs of the next pass, one per distinct content
+        batch_shas: list[str] = []
+        waiting: dict[str, list[int]] = {}  # content -> positions waiting for its vector
+        done: dict[str, np.ndarray] = {}  # content -> vector embedded by this call
+        taken = 0
+
+        def flush() -> None:
+            nonlocal taken
+            vectors = self.forward(np.stack(batch))
+            batch.clear()
+            for sha, vec in zip(batch_shas, vectors, strict=True):
+                vec = np.ascontiguousarray(vec)
+                self.cache.put(sha, vec)
+                done[sha] = vec
+                for i in waiting.pop(sha):
+                    out.vectors[i] = vec
+            batch_shas.clear()
+            if bar is not None:
+                bar.update(taken)
+            taken = 0
+
+        prepared = ordered_map(
+            lambda i: self._prepare(str(refs[i]), read),
+            positions,
+            workers=workers,
+            ahead=ahead,
+            thread_name_prefix="lw-fetch",
+        )
+        try:
+            for i, (sha, item, err) in zip(positions, prepared, strict=True):
+                taken += 1
+                if err is not None:
+                    out.errors[i] = err
+                    continue
+                assert sha is not None and item is not None
+                out.hashes[i] = sha
+                out.new_hashes[str(refs[i])] = sha
+                if item.ndim == 1:  # already cached under this content
+                    out.vectors[i] = item
+                elif sha in done:
+                    out.vectors[i] = done[sha]
+                elif sha in waiting:  # the same content is in the pass being gathered
+                    waiting[sha].append(i)
+                else:
+                    waiting[sha] = [i]
+                    batch.append(item)
+                    batch_shas.append(sha)
+                    if len(batch) >= step:
+                        flush()
+                del item
+            if batch:
+                flush()
+            elif bar is not None and taken:
+                bar.update(taken)
+        finally:
+            prepared.close()
 
     def _embed_chunk(
         self, refs: Sequence[str | None], positions: list[int], read: Reader, out: Embedded
