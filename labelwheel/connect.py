@@ -265,15 +265,22 @@ def connect_project(
 
 @dataclass(frozen=True)
 class PublishPacing:
-    """How predictions are written into Label Studio: in chunks of ``chunk_size`` tasks with
-    ``pause`` seconds between chunks, each chunk tried again ``busy_retries`` times with
-    backoff when Label Studio answers 5xx. On Label Studio's default SQLite, one large write
-    locks the database and annotators' own requests (``/next``, saving an annotation) get
-    500 "database is locked"; small chunks with pauses let them through."""
+    """How predictions are written into Label Studio: in chunks of ``chunk_size`` tasks, each
+    chunk tried again ``busy_retries`` times with backoff when Label Studio answers 5xx.
+
+    On Label Studio's default SQLite, every prediction it stores is a write that needs the whole
+    database: while one waits for a long read (an annotator's ``/next`` orders the whole project),
+    new readers wait too, and after 5 s they fail with 500 "database is locked". So after each
+    chunk the writer pauses, long enough that its writes take at most ``duty`` of the wall
+    time: the pause is ``chunk seconds * (1 - duty) / duty``, at least ``pause`` and at most
+    ``max_pause``. A slow chunk means a busy Label Studio, and the writer steps back further.
+    """
 
     chunk_size: int = 50
     pause: float = 0.25
     busy_retries: int = 6
+    duty: float = 0.5
+    max_pause: float = 30.0
 
     def __post_init__(self) -> None:
         if self.chunk_size < 1:
@@ -282,6 +289,15 @@ class PublishPacing:
             raise ValueError("pause must be >= 0")
         if self.busy_retries < 0:
             raise ValueError("busy_retries must be >= 0")
+        if not 0.0 < self.duty <= 1.0:
+            raise ValueError("duty must be in (0, 1]: the share of time spent writing")
+        if self.max_pause < self.pause:
+            raise ValueError("max_pause must be >= pause")
+
+    def pause_after(self, chunk_seconds: float) -> float:
+        """Seconds to wait after a chunk that took ``chunk_seconds``."""
+        wanted = max(0.0, chunk_seconds) * (1.0 - self.duty) / self.duty
+        return min(self.max_pause, max(self.pause, wanted))
 
 
 DEFAULT_PACING = PublishPacing()
@@ -301,12 +317,13 @@ def retrieve_in_chunks(
     ids = [int(t) for t in task_ids]
     total = len(ids)
     for start in range(0, total, pacing.chunk_size):
-        if start and pacing.pause:
-            time.sleep(pacing.pause)
         chunk = ids[start : start + pacing.chunk_size]
+        began = time.monotonic()
         client.retrieve_predictions(project_id, chunk, busy_retries=pacing.busy_retries)
         if progress is not None:
             progress(start + len(chunk), total)
+        if start + len(chunk) < total:
+            time.sleep(pacing.pause_after(time.monotonic() - began))
     return total
 
 

@@ -198,7 +198,9 @@ class BackendService:
             )
 
         try:
-            publish_version(client, project_id, version.name, progress=progress)
+            publish_version(
+                client, project_id, version.name, pacing=self.settings.pacing, progress=progress
+            )
         except Exception as exc:
             self.publish_errors[project_id] = str(exc)
             log.error("project %d: publishing %s failed: %s", project_id, version.name, exc)

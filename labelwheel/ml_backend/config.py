@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from labelwheel.connect import PublishPacing
 from labelwheel.features import DEFAULT_BACKBONE
 
 
@@ -67,6 +68,14 @@ VARIABLES: tuple[Variable, ...] = (
         "Share of the queue served at random (the control slice, evenly interleaved and recorded "
         "per version) to estimate each version's real accuracy without the selector's bias; "
         "0 = off, at most 0.5.",
+    ),
+    Variable(
+        "LABELWHEEL_PUBLISH_DUTY",
+        "0.5",
+        "Largest share of the time the backend spends writing predictions into Label Studio "
+        "(retrieve chunks of 50 tasks, score updates): after a chunk that took t seconds it "
+        "pauses t*(1-duty)/duty (0.25 to 30 s), so annotators' requests on Label Studio's SQLite "
+        "get their turn; a busy Label Studio slows the writes down. 0.05 to 1.",
     ),
     Variable(
         "LABELWHEEL_RETRAIN_EVERY",
@@ -225,6 +234,7 @@ class Settings:
     publish: bool = True
     rank_depth: int = 1000
     control_fraction: float = 0.05
+    publish_duty: float = 0.5
     max_request_bytes: int = 64 * 2**20
     max_predict_tasks: int = 10_000
     predict_pool_wait: float = 5.0
@@ -234,6 +244,11 @@ class Settings:
     s3_direct_buckets: frozenset[str] = field(default_factory=frozenset)
     s3_endpoint_url: str | None = None
     log_level: str = "INFO"
+
+    @property
+    def pacing(self) -> PublishPacing:
+        """How the backend paces its writes into Label Studio (``LABELWHEEL_PUBLISH_DUTY``)."""
+        return PublishPacing(duty=self.publish_duty)
 
     @property
     def auth_enabled(self) -> bool:
@@ -338,6 +353,7 @@ class Settings:
             publish=_bool("LABELWHEEL_PUBLISH", v),
             rank_depth=_int("LABELWHEEL_RANK_DEPTH", v, 1, 10_000_000),
             control_fraction=_float("LABELWHEEL_CONTROL_FRACTION", v, 0.0, 0.5),
+            publish_duty=_float("LABELWHEEL_PUBLISH_DUTY", v, 0.05, 1.0),
             max_request_bytes=_int("LABELWHEEL_MAX_REQUEST_BYTES", v, 1024, 2**34),
             max_predict_tasks=_int("LABELWHEEL_MAX_PREDICT_TASKS", v, 1, 10_000_000),
             predict_pool_wait=_float("LABELWHEEL_PREDICT_POOL_WAIT", v, 0.0, 60.0),

@@ -93,6 +93,7 @@ class Model:
             link,
             settings.pool_jobs,
             publish=settings.publish,
+            pacing=settings.pacing,
         )
         self._fit_process = FitProcess()
 

@@ -27,6 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from labelwheel.connect import DEFAULT_PACING, PublishPacing
+
 if TYPE_CHECKING:  # pragma: no cover
     from labelwheel.label_config import ClassificationConfig
     from labelwheel.ml_backend.link import LabelStudioLink
@@ -37,12 +39,10 @@ log = logging.getLogger("labelwheel.ml_backend")
 LOG_EVERY_S = 10.0
 """Longest silence in the log while a job makes progress."""
 
-REPLACE_CHUNK = 50
-REPLACE_PAUSE_S = 0.25
 REPLACE_EACH_PAUSE_S = 0.05
-"""Pauses between score writes (each one short), so that annotators' own writes on Label
-Studio's SQLite get their turn (see ``labelwheel.connect.PublishPacing``)."""
-REPLACE_BUSY_RETRIES = 6
+"""Pause between two score writes inside a chunk; between chunks the publishing pace
+(:class:`labelwheel.connect.PublishPacing`, ``LABELWHEEL_PUBLISH_DUTY``) applies, so that
+annotators' own requests on Label Studio's SQLite get their turn."""
 REPLACE_PASSES = 4
 """Passes over the provisional tasks: a prediction Label Studio has not stored yet (its
 ``/predict`` answer is still on the way) is looked for again on the next pass."""
@@ -116,8 +116,10 @@ class PoolJobs:
         max_jobs: int,
         publish: bool = True,
         current_version: Callable[[int], str] | None = None,
+        pacing: PublishPacing = DEFAULT_PACING,
     ) -> None:
         self.rankings = rankings
+        self.pacing = pacing
         self.link = link
         self.publish = publish
         self._current_version = current_version
@@ -372,9 +374,10 @@ class PoolJobs:
             else [{"project": int(project_id)}]
         )
         listed: list[dict[str, Any]] = []
+        pacing = self.pacing
         for params in queries:
             resp = client.request(
-                "GET", "/api/predictions", params=params, busy_retries=REPLACE_BUSY_RETRIES
+                "GET", "/api/predictions", params=params, busy_retries=pacing.busy_retries
             )
             listed.extend(resp.json() or [])
         for pred in listed:
@@ -383,10 +386,12 @@ class PoolJobs:
                 found[int(task)] = int(pred["id"])
         done = [t for t in wanted if t not in ranking.scores]  # labelled meanwhile
         items = sorted(found.items())
-        for start in range(0, len(items), REPLACE_CHUNK):
+        began = time.monotonic()
+        for start in range(0, len(items), pacing.chunk_size):
             if start:
-                time.sleep(REPLACE_PAUSE_S)
-            for task_id, pred_id in items[start : start + REPLACE_CHUNK]:
+                time.sleep(pacing.pause_after(time.monotonic() - began))
+            began = time.monotonic()
+            for task_id, pred_id in items[start : start + pacing.chunk_size]:
                 score = ranking.scores.get(task_id)
                 if score is None:
                     continue
@@ -395,7 +400,7 @@ class PoolJobs:
                     "PATCH",
                     f"/api/predictions/{pred_id}/",
                     json={"score": float(score)},
-                    busy_retries=REPLACE_BUSY_RETRIES,
+                    busy_retries=pacing.busy_retries,
                 )
                 done.append(task_id)
         return done
