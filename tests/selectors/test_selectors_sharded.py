@@ -60,3 +60,26 @@ def test_edges() -> None:
         select_two_stage("kcenter", 5, _shards(x, 3), candidates=0)
     with pytest.raises(ValueError, match="unknown strategy"):
         select_two_stage("nope", 5, _shards(x, 3))
+
+
+def test_stage_two_turns_density_filters_off_unless_asked() -> None:
+    import inspect
+
+    from labelwheel.selectors import STRATEGIES
+    from labelwheel.selectors.sharded import stage_two_params
+
+    has_filter = "outlier_fraction" in inspect.signature(STRATEGIES["kcenter"]).parameters
+    assert stage_two_params("kcenter", {}) == ({"outlier_fraction": 0.0} if has_filter else {})
+    assert stage_two_params("kcenter", {"outlier_fraction": 0.2}) == {"outlier_fraction": 0.2}
+    assert stage_two_params("margin", {"seed_like": 1}) == {"seed_like": 1}
+    assert stage_two_params("no-such-strategy", {}) == {}
+
+
+def test_kcenter_keeps_lone_clusters_over_shards() -> None:
+    # 25 clusters, some small: stage two must not drop the candidates that stand alone
+    rng = np.random.default_rng(0)
+    centres = rng.normal(scale=5.0, size=(25, 16))
+    x = (centres[rng.integers(0, 25, 2400)] + rng.normal(size=(2400, 16))).astype(np.float32)
+    one = select("kcenter", 40, embeddings=x)
+    two = select_two_stage("kcenter", 40, _shards(x, 6))
+    assert _covering_radius(x, two) <= 1.25 * _covering_radius(x, one)
