@@ -25,7 +25,7 @@ import numpy as np
 from labelwheel.fsio import atomic_write_bytes
 from labelwheel.head import Head, Scaling
 from labelwheel.media.storage import task_image_ref
-from labelwheel.pool import queue_order
+from labelwheel.pool import queue_order_stacked
 from labelwheel.pool.control import control_seed, interleave_control
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -191,15 +191,32 @@ class Rankings:
         refs = [task_ref(t, config.data_key) for t in pool]
         ids = [int(t["id"]) for t in pool]
         del pool
-        vectors: list[np.ndarray | None] = []
+        # One float32 matrix, filled as the pool is embedded, with the labelled items' rows
+        # after the pool's: the selectors read it as it is (no stacked copy of the pool).
+        lab = self._labelled_embeddings(project_id)
+        n_lab = 0 if lab is None else len(lab)
+        matrix: np.ndarray | None = None
+        ok: list[int] = []
         report("embedding", 0, len(refs))
         chunk = max(1, self.settings.batch_size)
         for start in range(0, len(refs), chunk):
             embedded = self._embed(refs[start : start + chunk])
-            vectors.extend(embedded.vectors)
-            report("embedding", len(vectors), len(refs))
+            for offset, vector in enumerate(embedded.vectors):
+                if vector is None:
+                    continue
+                if matrix is None:
+                    matrix = np.empty((len(refs) + n_lab, len(vector)), dtype=np.float32)
+                matrix[len(ok)] = vector
+                ok.append(start + offset)
+            del embedded
+            report("embedding", min(start + chunk, len(refs)), len(refs))
         report("ranking", len(refs), len(refs))
-        ranking = self._rank(project_id, ids, vectors, "pool", remember=True, version=version)
+        stacked = None
+        if matrix is not None:
+            if lab is not None:
+                matrix[len(ok) : len(ok) + n_lab] = lab
+            stacked = matrix[: len(ok) + n_lab]
+        ranking = self._rank(project_id, ids, ok, stacked, "pool", remember=True, version=version)
         ranking.version, ranking.epoch = version, epoch
         if ranking.control:
             self.store.record_control_tasks(project_id, version, sorted(ranking.control))
@@ -213,7 +230,15 @@ class Rankings:
         self, project_id: int, task_ids: list[int], vectors: list[np.ndarray | None]
     ) -> PoolRanking:
         """Fallback: rank the tasks of one request among themselves."""
-        ranking = self._rank(project_id, task_ids, vectors, "batch", remember=False)
+        ok = [i for i, v in enumerate(vectors) if v is not None]
+        stacked = None
+        if ok:
+            lab = self._labelled_embeddings(project_id)
+            rows: list[np.ndarray] = [v for v in vectors if v is not None]
+            if lab is not None:
+                rows.append(lab)
+            stacked = np.vstack(rows).astype(np.float32)
+        ranking = self._rank(project_id, task_ids, ok, stacked, "batch", remember=False)
         ranking.version = self._current(project_id)[0]
         return ranking
 
@@ -230,30 +255,28 @@ class Rankings:
         self,
         project_id: int,
         task_ids: list[int],
-        vectors: list[np.ndarray | None],
+        ok: list[int],
+        stacked: np.ndarray | None,
         source: str,
         remember: bool,
         version: str | None = None,
     ) -> PoolRanking:
         """Scores rank/pool_size for ``task_ids``; tasks without an embedding rank last.
 
+        ``ok``: positions (in ``task_ids``) of the tasks with an embedding, in the order of the
+        first ``len(ok)`` rows of ``stacked``; the labelled items' rows follow them.
         With ``version`` and a serving head, ``LABELWHEEL_CONTROL_FRACTION`` of the queue is the
         version's random control slice (:func:`labelwheel.pool.control.interleave_control`)."""
         pool_size = len(task_ids)
-        ok = [i for i, v in enumerate(vectors) if v is not None]
         _, head = self._current(project_id)
         strategy = self.settings.strategy if head is not None else "typiclust"
         order: list[int] = []
-        if ok:
-            unl = np.vstack([v for v in vectors if v is not None]).astype(np.float32)
-            lab = self._labelled_embeddings(project_id)
+        if ok and stacked is not None:
             if remember:
-                self._remember_scaling(
-                    project_id, Scaling.of(unl if lab is None else np.vstack([unl, lab]))
-                )
-            queue = queue_order(
-                unl,
-                lab,
+                self._remember_scaling(project_id, Scaling.of(stacked))
+            queue = queue_order_stacked(
+                stacked,
+                len(ok),
                 strategy=self.settings.strategy,
                 head=head,
                 depth=self.settings.rank_depth,
@@ -261,7 +284,8 @@ class Rankings:
             )
             strategy = queue.strategy
             order = [ok[p] for p in queue.order]
-        order.extend(i for i in range(pool_size) if vectors[i] is None)
+        has_vector = set(ok)
+        order.extend(i for i in range(pool_size) if i not in has_vector)
         control: frozenset[int] = frozenset()
         fraction = self.settings.control_fraction
         if version is not None and head is not None and fraction > 0 and order:

@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 from labelwheel.pool.core import Pool
-from labelwheel.pool.queue import COLD_START_STRATEGY, QueueOrder, queue_order
+from labelwheel.pool.queue import COLD_START_STRATEGY, QueueOrder, queue_order, queue_order_stacked
 from labelwheel.pool.sources import (
     IMAGE_EXTENSIONS,
     default_cache_dir,
@@ -35,5 +35,6 @@ __all__ = [
     "load_project_pool",
     "project_reader",
     "queue_order",
+    "queue_order_stacked",
     "task_label_sets",
 ]

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["COLD_START_STRATEGY", "QueueOrder", "queue_order"]
+__all__ = ["COLD_START_STRATEGY", "PROBA_ROWS", "QueueOrder", "queue_order", "queue_order_stacked"]
 
 log = logging.getLogger("labelwheel.pool")
 
@@ -77,6 +77,10 @@ def _staged(
     return None if tail is None else head + tail
 
 
+PROBA_ROWS = 8192
+"""Rows the head scores at a time: its standardised copy of the pool stays this small."""
+
+
 def queue_order(
     unlabeled: np.ndarray,
     labeled: np.ndarray | None,
@@ -89,25 +93,50 @@ def queue_order(
     """Order the ``unlabeled`` rows ``(n, d)`` given the ``labeled`` rows ``(m, d)`` (or None).
 
     ``head``: the serving :class:`~labelwheel.head.Head` (None at cold start: the cold-start
-    selector is used). ``depth``: how many rows the selector ranks exactly.
+    selector is used). ``depth``: how many rows the selector ranks exactly. Stacks the two into
+    one matrix; a caller that already holds them stacked uses :func:`queue_order_stacked`.
     """
-    n = len(unlabeled)
+    unl = np.asarray(unlabeled, dtype=np.float32)
+    emb = unl if labeled is None or len(labeled) == 0 else np.vstack([unl, labeled])
+    return queue_order_stacked(
+        emb, len(unl), strategy=strategy, head=head, depth=depth, first_batch=first_batch
+    )
+
+
+def queue_order_stacked(
+    embeddings: np.ndarray,
+    n_unlabeled: int,
+    *,
+    strategy: str,
+    head: Any = None,
+    depth: int = 1000,
+    first_batch: int = 10,
+) -> QueueOrder:
+    """:func:`queue_order` for rows already stacked in one float32 matrix: the first
+    ``n_unlabeled`` rows are the unlabelled pool, the rest the labelled items. No copy of the
+    matrix is made (on a pool of 20,000 × 1,280 each copy is 100 MB); the head's probabilities
+    are computed :data:`PROBA_ROWS` rows at a time."""
+    n = int(n_unlabeled)
     if n == 0:
         return QueueOrder([], strategy if head is not None else COLD_START_STRATEGY)
     if depth < 1 or first_batch < 1:
         raise ValueError("depth and first_batch must be at least 1")
-    unl = np.asarray(unlabeled, dtype=np.float32)
-    emb = unl if labeled is None or len(labeled) == 0 else np.vstack([unl, labeled])
+    if not 0 < n <= len(embeddings):
+        raise ValueError(f"n_unlabeled must be in 1..{len(embeddings)}, got {n}")
+    emb = np.asarray(embeddings, dtype=np.float32)
     mask = np.zeros(len(emb), dtype=bool)
     mask[n:] = True
-    probs = head.predict_proba(emb) if head is not None else None
-    space = emb
+    probs = None
+    if head is not None:
+        probs = np.vstack(
+            [head.predict_proba(emb[s : s + PROBA_ROWS]) for s in range(0, len(emb), PROBA_ROWS)]
+        )
     used = strategy if head is not None else COLD_START_STRATEGY
     k = min(n, depth)
-    picks = _staged(used, k, first_batch, space, probs, mask)
+    picks = _staged(used, k, first_batch, emb, probs, mask)
     if picks is None and used != COLD_START_STRATEGY:
         used = COLD_START_STRATEGY
-        picks = _staged(used, k, first_batch, space, None, mask)
+        picks = _staged(used, k, first_batch, emb, None, mask)
     if picks is None:
         used, picks = "task order", list(range(k))
     seen: set[int] = set()
