@@ -33,7 +33,6 @@ import logging
 import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -142,8 +141,9 @@ class Embedder:
         return self._backbone is not None
 
     def close(self) -> None:
-        """Nothing to stop: fetch threads live only while a chunk is being read (each call has
-        its own, so one caller's slow images never queue another caller's fetches)."""
+        """Nothing to stop: fetch threads belong to a call while it reads (each call has its
+        own, so one caller's slow images never queue another caller's fetches), then wait idle
+        for the next call and end on their own (:mod:`labelwheel.features.pipeline`)."""
 
     # -- embedding ------------------------------------------------------------------------------
 
@@ -290,9 +290,16 @@ class Embedder:
         workers = min(self._fetch_threads, len(positions))
         if workers <= 1:
             results = [self._prepare(str(refs[i]), read) for i in positions]
-        else:
-            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lw-fetch") as pool:
-                results = list(pool.map(lambda i: self._prepare(str(refs[i]), read), positions))
+        else:  # the whole chunk is read and decoded before it is embedded
+            results = list(
+                ordered_map(
+                    lambda i: self._prepare(str(refs[i]), read),
+                    positions,
+                    workers=workers,
+                    ahead=len(positions),
+                    thread_name_prefix="lw-fetch",
+                )
+            )
         inputs: dict[str, np.ndarray] = {}
         waiting: dict[str, list[int]] = {}
         for i, (sha, item, err) in zip(positions, results, strict=True):

@@ -143,6 +143,33 @@ def test_ordered_map_raises_at_the_items_turn_and_stops_early() -> None:
         list(ordered_map(lambda i: i, [1], workers=0, ahead=1))
 
 
+def test_calls_reuse_idle_threads_but_never_share_them() -> None:
+    def names(count: int, hold: threading.Event | None = None) -> set[str]:
+        def work(i: int) -> str:
+            if hold is not None:
+                assert hold.wait(30)
+            time.sleep(0.005)
+            return threading.current_thread().name
+
+        return set(ordered_map(work, range(count), workers=3, ahead=6, thread_name_prefix="t"))
+
+    first = names(12)
+    assert len(first) == 3
+    assert names(12) == first  # the same threads again: none started for the second call
+    hold = threading.Event()
+    stalled: list[set[str]] = []
+    runner = threading.Thread(target=lambda: stalled.append(names(6, hold)))
+    runner.start()
+    try:
+        time.sleep(0.2)  # the stalled call holds its threads
+        other = names(6)
+        assert len(other) == 3 and not other & first  # threads of its own, started anew
+    finally:
+        hold.set()
+        runner.join(30)
+    assert stalled and stalled[0] <= first
+
+
 # ------------------------------------------------------------------- pipelined vs sequential
 
 
