@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 
 from labelwheel.connect import PublishPacing
 from labelwheel.features import DEFAULT_BACKBONE
+from labelwheel.semisup import SEMI_MODES
 
 
 class ConfigError(ValueError):
@@ -61,6 +62,14 @@ VARIABLES: tuple[Variable, ...] = (
         "LABELWHEEL_STRATEGY",
         "adaptive",
         "Selector that ranks the unlabelled pool (one of labelwheel.selectors.STRATEGIES).",
+    ),
+    Variable(
+        "LABELWHEEL_HEAD_SEMI",
+        "none",
+        "Semi-supervised head: none, spreading (label spreading on the kNN graph of the pool's "
+        "embeddings, pseudo-labels where it agrees with the plain head) or self_training; "
+        "calibration stays on real labels. Takes effect when the training is given the pool's "
+        "embeddings.",
     ),
     Variable(
         "LABELWHEEL_CONTROL_FRACTION",
@@ -221,6 +230,7 @@ class Settings:
     basic_auth_user: str | None = None
     basic_auth_pass: str | None = None
     strategy: str = "adaptive"
+    head_semi: str = "none"
     retrain_every: int = 10
     backbone: str = DEFAULT_BACKBONE
     image_size: int = 224
@@ -301,6 +311,11 @@ class Settings:
             raise ConfigError(
                 f"LABELWHEEL_STRATEGY must be one of {', '.join(allowed)}, got {strategy!r}"
             )
+        head_semi = str(v["LABELWHEEL_HEAD_SEMI"]).strip().lower()
+        if head_semi not in SEMI_MODES:
+            raise ConfigError(
+                f"LABELWHEEL_HEAD_SEMI must be one of {', '.join(SEMI_MODES)}, got {head_semi!r}"
+            )
         backbone = str(v["LABELWHEEL_BACKBONE"]).strip()
         if not (backbone.startswith("efficientnet-lite") or backbone.startswith("torchvision:")):
             raise ConfigError(
@@ -340,6 +355,7 @@ class Settings:
             basic_auth_user=user,
             basic_auth_pass=password,
             strategy=strategy,
+            head_semi=head_semi,
             retrain_every=_int("LABELWHEEL_RETRAIN_EVERY", v, 0, 1_000_000),
             backbone=backbone,
             image_size=_int("LABELWHEEL_IMAGE_SIZE", v, 16, 1024),

@@ -89,6 +89,21 @@ def _parse_seeds(value: str) -> list[int]:
     default=None,
     help="Embedding cache [default: $LABELWHEEL_CACHE or ~/.cache/labelwheel].",
 )
+@click.option(
+    "--semi-supervised",
+    "semi_supervised",
+    type=click.Choice(["none", "spreading", "self_training"]),
+    default="none",
+    show_default=True,
+    help="The head's use of the unlabelled pool: label spreading on its kNN graph, or "
+    "self-training (as LABELWHEEL_HEAD_SEMI in the backend).",
+)
+@click.option(
+    "--balanced/--no-balanced",
+    default=False,
+    show_default=True,
+    help="Class-balanced batches: round-robin over the model's predicted classes.",
+)
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def simulate_command(
     dataset: str,
@@ -102,6 +117,8 @@ def simulate_command(
     test_size: float,
     out_dir: Path,
     cache_dir: Path | None,
+    semi_supervised: str,
+    balanced: bool,
     progress: bool,
 ) -> None:
     """Simulate active learning on a labelled data set and compare selectors to random.
@@ -166,6 +183,8 @@ def simulate_command(
             seeds=seed_list,
             progress=progress,
             meta=meta,
+            semi_supervised=semi_supervised,
+            balanced=balanced,
         )
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc

@@ -67,13 +67,18 @@ class Classifier:
         tol: float = DEFAULT_CONFIG.tol,
         scaling: Scaling | None = None,
         calibrate: bool = True,
+        semi_supervised: str = "none",
+        pool: np.ndarray | None = None,
     ) -> None:
         self.n_classes = n_classes
         self.C = C
         self.max_iter = max_iter
         self.tol = tol
         self.scaling = scaling
-        self.config = HeadConfig(C=C, tol=tol, max_iter=max_iter, calibrate=calibrate)
+        self.pool = pool
+        self.config = HeadConfig(
+            C=C, tol=tol, max_iter=max_iter, calibrate=calibrate, semi_supervised=semi_supervised
+        )
         self.head: Head | None = None
         self._constant: int = 0
 
@@ -85,7 +90,9 @@ class Classifier:
         if len(classes) < 2:
             self._constant = int(classes[0]) if len(classes) else 0
             return self
-        self.head = fit_codes(X, y, self.n_classes, config=self.config, scaling=self.scaling)
+        self.head = fit_codes(
+            X, y, self.n_classes, config=self.config, scaling=self.scaling, pool=self.pool
+        )
         return self
 
     @property
@@ -169,13 +176,17 @@ class Picker(Protocol):
     def __call__(self, n: int, state: RoundState) -> np.ndarray: ...
 
 
-def selector_picker(strategy: str, **params: Any) -> Picker:
-    """A :class:`Picker` that calls ``labelwheel.selectors.select(strategy, ...)``."""
+def selector_picker(strategy: str, *, balanced: bool = False, **params: Any) -> Picker:
+    """A :class:`Picker` that calls ``labelwheel.selectors.select(strategy, ...)``; with
+    ``balanced``, :func:`labelwheel.selectors.balance.balanced_select` (class-balanced batches)."""
     from labelwheel.selectors import select
+    from labelwheel.selectors.balance import balanced_select
+
+    choose = balanced_select if balanced else select
 
     def pick(n: int, state: RoundState) -> np.ndarray:
         probs = state.committee_probabilities() if strategy == "bald" else state.probabilities
-        picked = select(
+        picked = choose(
             strategy,
             n,
             embeddings=state.embeddings,
@@ -247,6 +258,8 @@ def run_simulation(
     on_round: Callable[[str, int, int, float], None] | None = None,
     meta: Mapping[str, Any] | None = None,
     threads: int | None = 1,
+    semi_supervised: str = "none",
+    balanced: bool = False,
 ) -> SimulationResults:
     """Run the pool-based active-learning loop for every strategy and seed.
 
@@ -258,6 +271,12 @@ def run_simulation(
     ``results.picks`` holds the pool indices each run labelled, in order. Accuracy is recorded
     after every batch: at ``batch_size, 2·batch_size, …, budget`` labels.
     ``on_round(strategy, seed, n_labels, accuracy)`` is called after each.
+
+    ``semi_supervised``: the head's use of the unlabelled pool
+    (:attr:`labelwheel.head.HeadConfig.semi_supervised`; the pool's features are passed to it).
+
+    ``balanced``: selector names run with class-balanced batches
+    (:func:`labelwheel.selectors.balance.balanced_select`).
 
     ``threads`` caps the BLAS/OpenMP threads while the loop runs (``None``: leave them alone).
     The default, 1, is much faster here: the loop fits hundreds of small models, for which
@@ -282,6 +301,8 @@ def run_simulation(
             progress=progress,
             on_round=on_round,
             meta=meta,
+            semi_supervised=semi_supervised,
+            balanced=balanced,
         )
 
 
@@ -302,7 +323,10 @@ def _run_simulation(
     progress: bool,
     on_round: Callable[[str, int, int, float], None] | None,
     meta: Mapping[str, Any] | None,
+    semi_supervised: str = "none",
+    balanced: bool = False,
 ) -> SimulationResults:
+    HeadConfig(semi_supervised=semi_supervised)  # a clear error for an unknown mode, up front
     X_pool, y_enc, X_test, y_test_enc, n_classes = _check_inputs(X_pool, y_pool, X_test, y_test)
     n_pool = X_pool.shape[0]
     if isinstance(budget, bool) or not isinstance(budget, int | np.integer) or budget < 1:
@@ -331,7 +355,8 @@ def _run_simulation(
             known = available_strategies()
             if spec not in known:
                 raise ValueError(f"unknown strategy {spec!r}; choose from {', '.join(known)}")
-            pickers[display] = selector_picker(spec, **dict(params.get(spec, {})))
+            picker_params = dict(params.get(spec, {}))
+            pickers[display] = selector_picker(spec, balanced=balanced, **picker_params)
         elif callable(spec):
             pickers[display] = spec
         else:
@@ -390,7 +415,14 @@ def _run_simulation(
                     _check_picks(name, picked, labeled, n_new)
                     labeled[picked] = True
                     taken.extend(int(order[i]) for i in picked)
-                    model = Classifier(n_classes, C=C, tol=tol, scaling=scaling)
+                    model = Classifier(
+                        n_classes,
+                        C=C,
+                        tol=tol,
+                        scaling=scaling,
+                        semi_supervised=semi_supervised,
+                        pool=X_pool,
+                    )
                     model.fit(X[labeled], y[labeled])
                     acc = model.score(X_test, y_test_enc)
                     accuracy[name][s_i, p_i] = acc
@@ -415,7 +447,7 @@ def _run_simulation(
         n_pool=n_pool,
         n_test=int(X_test.shape[0]),
         n_classes=n_classes,
-        meta=dict(meta or {}),
+        meta={**dict(meta or {}), "semi_supervised": semi_supervised, "balanced": balanced},
         picks=picks,
     )
 
