@@ -10,7 +10,6 @@ import heapq
 import math
 
 import numpy as np
-import scipy.sparse as sp
 from numpy.typing import NDArray
 
 from labelwheel.selectors._registry import CoreResult, strategy
@@ -18,7 +17,6 @@ from labelwheel.selectors._space import (
     F32,
     as_f32,
     cluster_members,
-    faiss_threads,
     kmeans_labels,
     min_sqdist_update,
     random_projection,
@@ -31,6 +29,9 @@ from labelwheel.selectors._validation import (
     check_fraction,
     check_positive_int,
 )
+from labelwheel.selectors.covering import outliers, probcover, probcover_delta, unit_rows
+
+__all__ = ["kcenter", "kcenter_greedy", "kmeans", "probcover", "probcover_delta", "typiclust"]
 
 #: Above this N·n·d the k-center greedy switches to its approximate mode (see :func:`kcenter`).
 KCENTER_EXACT_MAX_WORK = 2e10
@@ -49,6 +50,7 @@ def kcenter_greedy(
     *,
     min_batch: int = 1,
     candidates: int = 1024,
+    blocked: NDArray[np.bool_] | None = None,
 ) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
     """Greedy k-center on the rows of ``x``: returns (picks, distance of each pick at pick time).
 
@@ -58,6 +60,7 @@ def kcenter_greedy(
     distance outside the candidate set; only then (or after ``min_batch`` picks when
     ``min_batch > 1``, the approximation) is the whole pool updated in one chunked matrix
     product. With ``min_batch=1`` the result equals the textbook greedy algorithm.
+    ``blocked`` rows are never picked (nor centres); they are not counted as uncovered.
     """
     n_rows = x.shape[0]
     sq = row_sqnorms(x)
@@ -66,20 +69,24 @@ def kcenter_greedy(
     picks: list[int] = []
     utils: list[float] = []
     lab_idx = np.flatnonzero(labeled)
+    off = labeled if blocked is None else labeled | blocked
     if lab_idx.size:
         for s in range(0, lab_idx.size, 4096):
             min_sqdist_update(x, sq, x[lab_idx[s : s + 4096]], mind)
     else:
-        first = int(rng.choice(np.flatnonzero(~labeled)))
+        first = int(rng.choice(np.flatnonzero(~off)))
         min_sqdist_update(x, sq, x[first : first + 1], mind)
         mind[first] = -np.inf
+        mind[off] = -np.inf
         rest = mind[np.isfinite(mind)]
         picks.append(first)
         utils.append(math.sqrt(max(0.0, float(rest.max()))) if rest.size else 0.0)
-    mind[labeled] = -np.inf
+    mind[off] = -np.inf
     while len(picks) < n:
         remaining = n - len(picks)
-        avail = n_rows - int(np.count_nonzero(labeled)) - len(picks)
+        avail = n_rows - int(np.count_nonzero(off)) - len(picks)
+        if avail <= 0:
+            break
         m = min(avail, max(candidates, 4 * min_batch))
         if m < avail:
             part = np.argpartition(mind, n_rows - m - 1)
@@ -122,6 +129,8 @@ def kcenter(
     exact: bool | None = None,
     projection_dim: int = 32,
     sample_size: int | None = None,
+    normalize: bool = True,
+    outlier_fraction: float = 0.2,
 ) -> CoreResult:
     """Greedy k-center (core-set): favours the sample farthest from everything labelled or picked.
 
@@ -130,6 +139,12 @@ def kcenter(
     2-approximation of the k-center problem). With no labels the first pick is drawn at random
     (seeded). Utility: that distance at pick time (non-increasing); the first pick of a cold
     start reports the covering radius after it.
+
+    Robust on real features (:mod:`.covering`): distances are between L2-normalised rows
+    (``normalize``), and the ``outlier_fraction`` of unlabelled samples with the largest
+    distance to their 10th nearest neighbour are never picked (plain k-center spends its
+    budget on them: on MNIST-5k embeddings it ended 15 points below random at 400 labels; with
+    both, 0.4–1.1 points above at 0.1–0.3 outliers, 3 seeds).
 
     Cost: exact greedy is O(N·n·d) time, O(N) extra memory (one distance per sample), done in
     batched matrix products. ``exact=None`` (default) runs it exactly while N·n·d ≤ 2·10¹⁰;
@@ -153,9 +168,15 @@ def kcenter(
     nn, d = x.shape
     if exact is None:
         exact = float(nn) * n * d <= KCENTER_EXACT_MAX_WORK
+    outlier_fraction = check_fraction("outlier_fraction", outlier_fraction, 0.0, 0.9)
     if exact:
-        work = np.asarray(x, dtype=np.float64) if nn * d <= 20_000_000 else x
-        return kcenter_greedy(work, n, pool.labeled, pool.seed)
+        unit = unit_rows(x) if normalize else as_f32(x)
+        dens = random_projection(unit, 64, pool.seed) if d > 64 else unit
+        if normalize and d > 64:
+            dens = unit_rows(dens)
+        blocked = outliers(dens, ~pool.labeled, outlier_fraction, n, pool.seed)
+        work = np.asarray(unit, dtype=np.float64) if nn * d <= 20_000_000 else unit
+        return kcenter_greedy(work, n, pool.labeled, pool.seed, blocked=blocked)
     unl = pool.unlabeled_idx
     m = max(250_000, 20 * n) if sample_size is None else max(sample_size, n)
     if m < unl.size:
@@ -175,7 +196,12 @@ def kcenter(
         work32 = random_projection(x, projection_dim, pool.seed, rows)
     else:
         work32 = as_f32(x if rows is None else x[rows])
-    picks, utils = kcenter_greedy(work32, n, lab, pool.seed, min_batch=max(1, math.ceil(n / 50)))
+    if normalize:
+        work32 = unit_rows(work32)
+    blocked = outliers(work32, ~lab, outlier_fraction, n, pool.seed)
+    picks, utils = kcenter_greedy(
+        work32, n, lab, pool.seed, min_batch=max(1, math.ceil(n / 50)), blocked=blocked
+    )
     return keep[picks].astype(np.int64), utils
 
 
@@ -383,130 +409,6 @@ def typiclust(
     if len(picks) < n:  # only when candidates were subsampled in huge clusters
         rest = np.setdiff1d(np.flatnonzero(unl_mask), np.asarray(picks, dtype=np.int64))
         extra = rng.permutation(rest)[: n - len(picks)]
-        picks.extend(int(i) for i in extra)
-        utils.extend([0.0] * extra.size)
-    return np.asarray(picks, dtype=np.int64), np.asarray(utils, dtype=np.float64)
-
-
-# --------------------------------------------------------------------------------------------
-# ProbCover
-# --------------------------------------------------------------------------------------------
-
-
-def _knn(space: F32, k: int) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
-    import faiss
-
-    index = faiss.IndexFlatL2(space.shape[1])
-    index.add(space)
-    kk = min(k + 1, space.shape[0])
-    nbr = np.empty((space.shape[0], kk), dtype=np.int64)
-    dist = np.empty((space.shape[0], kk), dtype=np.float32)
-    with faiss_threads():
-        for s in range(0, space.shape[0], 16_384):
-            dd, ii = index.search(space[s : s + 16_384], kk)
-            nbr[s : s + 16_384] = ii
-            dist[s : s + 16_384] = np.sqrt(np.maximum(dd, 0))
-    return nbr, dist
-
-
-def probcover_delta(
-    nbr: NDArray[np.int64], dist: NDArray[np.float32], labels: NDArray[np.int64], purity: float
-) -> float:
-    """Largest ball radius δ for which at least ``purity`` of the balls are *pure*.
-
-    A ball around x is pure when every neighbour within δ shares x's cluster label (the
-    criterion of the ProbCover paper, with k-means clusters as pseudo-labels).
-    """
-    same = labels[nbr] == labels[:, None]
-    cand = (
-        np.unique(np.quantile(dist[:, 1:], np.linspace(0.01, 1.0, 60)))
-        if dist.shape[1] > 1
-        else np.array([0.0])
-    )
-    best = float(cand[0])
-    for delta in cand:
-        impure = ((dist <= delta) & ~same).any(axis=1)
-        if 1.0 - impure.mean() >= purity:
-            best = float(delta)
-        else:
-            break
-    return best
-
-
-@strategy("probcover", "embeddings")
-def probcover(
-    pool: Pool,
-    n: int,
-    *,
-    delta: float | None = None,
-    purity: float = 0.95,
-    n_clusters: int | None = None,
-    max_neighbors: int = 50,
-) -> CoreResult:
-    """ProbCover: favours samples whose δ-ball covers the most points not yet covered.
-
-    Builds the graph ``x → y`` for ``||x − y|| ≤ δ`` (each x keeps at most ``max_neighbors``
-    nearest neighbours), removes everything already covered by labelled samples, then greedily
-    picks the sample covering the most uncovered points (max coverage, a (1 − 1/e)
-    approximation). ``delta=None`` picks the largest δ with ≥ ``purity`` pure balls w.r.t.
-    k-means pseudo-labels (``n_clusters``, default: the number of probability columns if
-    given, else 10). Once everything is covered the rest is filled at random with utility 0.
-    Utility: the number of newly covered samples. Good in the low-budget regime, like
-    TypiClust.
-
-    Cost: exact k-NN graph O(N²·d) time (faiss), O(N·max_neighbors) memory: meant for pools up
-    to ~10⁵. Reference: Yehuda, Dekel, Hacohen & Weinshall, "Active learning through a
-    covering lens", NeurIPS 2022.
-    """
-    x = pool.need_embeddings("probcover")
-    purity = check_fraction("purity", purity)
-    max_neighbors = check_positive_int("max_neighbors", max_neighbors)
-    space, _ = working_space(x, pool.seed)
-    nn = space.shape[0]
-    nbr, dist = _knn(space, max_neighbors)
-    if delta is None:
-        if n_clusters is None:
-            n_clusters = pool.probabilities.shape[-1] if pool.probabilities is not None else 10
-        k = min(check_positive_int("n_clusters", n_clusters), nn)
-        labels, _ = kmeans_labels(space, k, pool.seed)
-        delta = probcover_delta(nbr, dist, labels, purity)
-    else:
-        delta = check_fraction("delta", delta, 0.0, float("inf"))
-    keep = (dist <= delta) & (nbr >= 0)
-    rows = np.repeat(np.arange(nn), keep.sum(axis=1))
-    cols = nbr[keep]
-    # always cover yourself
-    rows = np.concatenate([rows, np.arange(nn)])
-    cols = np.concatenate([cols, np.arange(nn)])
-    adj = sp.csr_matrix((np.ones(rows.size, dtype=np.int8), (rows, cols)), shape=(nn, nn))
-    adj.sum_duplicates()
-    adj.data[:] = 1
-    rev = adj.T.tocsr()
-    covered = np.zeros(nn, dtype=bool)
-    for i in np.flatnonzero(pool.labeled):
-        covered[adj.indices[adj.indptr[i] : adj.indptr[i + 1]]] = True
-    counts = np.asarray(adj @ (~covered).astype(np.int64)).ravel().astype(np.int64)
-    counts[pool.labeled] = -1
-    picks: list[int] = []
-    utils: list[float] = []
-    while len(picks) < n:
-        v = int(np.argmax(counts))
-        if counts[v] <= 0:
-            break
-        out = adj.indices[adj.indptr[v] : adj.indptr[v + 1]]
-        newly = out[~covered[out]]
-        picks.append(v)
-        utils.append(float(counts[v]))
-        covered[newly] = True
-        if newly.size:
-            hit = np.concatenate([rev.indices[rev.indptr[u] : rev.indptr[u + 1]] for u in newly])
-            np.subtract.at(counts, hit, 1)
-        counts[v] = -1
-    if len(picks) < n:
-        chosen = np.zeros(nn, dtype=bool)
-        chosen[picks] = True
-        rest = np.flatnonzero(~pool.labeled & ~chosen)
-        extra = pool.rng().permutation(rest)[: n - len(picks)]
         picks.extend(int(i) for i in extra)
         utils.extend([0.0] * extra.size)
     return np.asarray(picks, dtype=np.int64), np.asarray(utils, dtype=np.float64)

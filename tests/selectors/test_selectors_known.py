@@ -83,10 +83,15 @@ def test_bald_on_constructed_committee():
     assert idx.tolist() == [2] and util[0] == pytest.approx(np.log(2))
 
 
+# k-center's textbook geometry (Euclidean, every point a candidate); its defaults normalise the
+# rows and skip outliers (tests/selectors/test_selectors_covering.py)
+TEXTBOOK = {"normalize": False, "outlier_fraction": 0.0}
+
+
 def test_kcenter_second_pick_is_farthest_from_first():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(200, 3))
-    idx, util = select("kcenter", 3, embeddings=x, seed=5, return_scores=True)
+    idx, util = select("kcenter", 3, embeddings=x, seed=5, return_scores=True, **TEXTBOOK)
     d_first = np.linalg.norm(x - x[idx[0]], axis=1)
     assert idx[1] == int(np.argmax(d_first))
     assert util[1] == pytest.approx(d_first.max())
@@ -99,7 +104,7 @@ def test_kcenter_first_pick_is_farthest_from_labelled():
     x = rng.normal(size=(300, 4))
     labeled = np.zeros(300, bool)
     labeled[[3, 50, 120]] = True
-    idx, util = select("kcenter", 1, embeddings=x, labeled=labeled, return_scores=True)
+    idx, util = select("kcenter", 1, embeddings=x, labeled=labeled, return_scores=True, **TEXTBOOK)
     d = np.min(np.linalg.norm(x[:, None, :] - x[labeled][None], axis=2), axis=1)
     assert idx[0] == int(np.argmax(d)) and util[0] == pytest.approx(d.max())
 
@@ -109,7 +114,7 @@ def test_kcenter_batched_exact_equals_textbook_greedy():
     x = rng.normal(size=(2000, 8))
     labeled = np.zeros(2000, bool)
     labeled[:5] = True
-    idx = select("kcenter", 150, embeddings=x, labeled=labeled, exact=True)
+    idx = select("kcenter", 150, embeddings=x, labeled=labeled, exact=True, **TEXTBOOK)
     mind = np.min(np.linalg.norm(x[:, None] - x[None, :5], axis=2), axis=1)
     mind[:5] = -1
     ref = []
