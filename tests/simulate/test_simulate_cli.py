@@ -96,3 +96,19 @@ def test_npz_without_labels_is_rejected(tmp_path: Path) -> None:
     result = _run(["--dataset", str(tmp_path / "junk.npz"), "--no-progress"])
     assert result.exit_code == 2
     assert "could not read" in result.output
+
+
+def test_simulate_semi_supervised_and_balanced_options(tmp_path: Path) -> None:
+    out = tmp_path / "semi"
+    result = _run(
+        [
+            "--dataset", "digits", "--features", "raw", "--strategies", "margin",
+            "--budget", "30", "--seeds", "1", "--out", str(out), "--no-progress",
+            "--semi-supervised", "spreading", "--balanced",
+        ]
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    meta = json.loads((out / "curves.json").read_text())["meta"]
+    assert meta["semi_supervised"] == "spreading" and meta["balanced"] is True
+    bad = CliRunner().invoke(cli, ["simulate", "--semi-supervised", "magic"])
+    assert bad.exit_code == 2 and "magic" in bad.output
