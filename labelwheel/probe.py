@@ -204,11 +204,17 @@ class LinearProbe:
 
         assert self.scaling is not None
         classes, pos = np.unique(y, return_inverse=True)
-        zp = self.scaling.apply(pool)
+        scaling = self.scaling
 
         def predict(_: np.ndarray) -> np.ndarray:  # the plain probe's view of the pool
             plain = self._regression(init).fit(z, y)
-            return np.asarray(_softmax(_as_two_columns(plain.decision_function(zp))))
+            parts = [  # in chunks: no standardised copy of a large pool
+                _softmax(
+                    _as_two_columns(plain.decision_function(scaling.apply(pool[s : s + 8192])))
+                )
+                for s in range(0, len(pool), 8192)
+            ]
+            return np.concatenate(parts)
 
         c = self.config
         pseudo = pseudo_labels(c.semi_supervised, pool, x, pos, keep=c.pseudo_keep, predict=predict)
@@ -216,7 +222,7 @@ class LinearProbe:
             return lr.fit(z, y)
         weights = np.concatenate([np.ones(len(y)), c.pseudo_weight * pseudo.confidence])
         return lr.fit(
-            np.vstack([z, zp[pseudo.rows]]),
+            np.vstack([z, scaling.apply(pool[pseudo.rows])]),
             np.concatenate([y, classes[pseudo.classes]]),
             sample_weight=weights,
         )

@@ -121,18 +121,21 @@ def pool_graph(pool: np.ndarray, k: int = 10) -> PoolGraph:
         if key in _cache:
             _cache.move_to_end(key)
             return _cache[key]
-    z = _normalise(pool)
-    mean = z.mean(axis=0)
-    dim = min(GRAPH_DIM, z.shape[1], z.shape[0])
-    if dim < z.shape[1]:
+    n = pool.shape[0]
+    sample = pool if n <= 20_000 else pool[:: n // 20_000 + 1]
+    zs = _normalise(sample)
+    mean = zs.mean(axis=0)
+    dim = min(GRAPH_DIM, zs.shape[1], zs.shape[0])
+    if dim < zs.shape[1]:
         from sklearn.decomposition import PCA
 
-        sample = z if z.shape[0] <= 20_000 else z[:: z.shape[0] // 20_000 + 1]
-        components = PCA(dim, svd_solver="randomized", random_state=0).fit(sample).components_
+        components = PCA(dim, svd_solver="randomized", random_state=0).fit(zs).components_
     else:
-        components = np.eye(z.shape[1], dtype=np.float32)
+        components = np.eye(zs.shape[1], dtype=np.float32)
     components = np.asarray(components, dtype=np.float32)
-    space = _normalise((z - mean) @ components.T)
+    space = np.empty((n, components.shape[0]), dtype=np.float32)
+    for s in range(0, n, 8192):  # in chunks: no normalised copy of a large pool
+        space[s : s + 8192] = _normalise((_normalise(pool[s : s + 8192]) - mean) @ components.T)
     n = space.shape[0]
     kk = min(k + 1, n)
     sims, nbrs = _search(space, space, kk)
