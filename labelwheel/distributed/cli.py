@@ -150,6 +150,12 @@ def embed_command(
     "ray://head:10001) or 'local'. The store must be at the same path on every node.",
 )
 @click.option(
+    "--exclude",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="References never to pick, counted as covered (already labelled): one per line, or a "
+    "CSV with a ref column such as an earlier --out.",
+)
+@click.option(
     "--coverage",
     is_flag=True,
     help="Also measure the pick's covering radius and mean distance over every stored vector.",
@@ -169,6 +175,7 @@ def select_command(
     candidates: int | None,
     seed: int,
     ray_address: str | None,
+    exclude: Path | None,
     coverage: bool,
     out: Path,
     as_json: bool,
@@ -182,6 +189,10 @@ def select_command(
     from labelwheel.fsio import atomic_write_bytes
 
     try:
+        excluded = _read_refs(exclude) if exclude is not None else []
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise click.ClickException(f"cannot read {exclude}: {exc}") from None
+    try:
         result = select_store(
             store,
             n,
@@ -190,6 +201,7 @@ def select_command(
             seed=seed,
             ray_address=ray_address,
             coverage=coverage,
+            exclude=excluded,
         )
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
@@ -212,6 +224,7 @@ def select_command(
         "rows": result.rows,
         "shards": result.shards,
         "candidates": result.candidates,
+        "excluded": result.excluded,
         "stage_one_s": round(result.stage_one_s, 3),
         "stage_two_s": round(result.stage_two_s, 3),
         "radius": result.radius,
@@ -231,3 +244,14 @@ def select_command(
             f"{result.mean_distance:.4g} ({result.index_kind} search)"
         )
     click.echo(line)
+
+
+def _read_refs(path: Path) -> list[str]:
+    """References from a file: one per line, or the ``ref`` column of a CSV with a header."""
+    import csv
+
+    text = path.read_text(encoding="utf-8")
+    lines = text.splitlines()
+    if lines and "ref" in next(csv.reader([lines[0]])):
+        return [row["ref"] for row in csv.DictReader(lines) if row.get("ref")]
+    return [line.strip() for line in lines if line.strip()]

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ __all__ = [
     "StoreSelection",
     "load_shard",
     "select_store",
+    "shard_refs",
     "store_shards",
 ]
 
@@ -69,6 +70,7 @@ class StoreSelection:
     rows: int  # vectors in the store
     candidates: int  # rows that reached stage two
     max_shard_rows: int  # the most rows stage one held at once (one shard)
+    excluded: int  # stored rows left out (``exclude``), counted as covered
     stage_one_s: float
     stage_two_s: float
     coverage_s: float = 0.0
@@ -118,20 +120,68 @@ def load_shard(root: Path, shard: int) -> tuple[NDArray[np.int64], NDArray[np.fl
     return global_ids(shard, len(vectors)), vectors
 
 
+def shard_refs(root: Path, shard: int) -> list[str]:
+    """One shard's references, in row order (its manifest only)."""
+    refs: dict[int, str] = {}
+    with (Path(root) / "shards" / f"shard-{shard:06d}.jsonl").open(encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                rec = json.loads(line)
+                refs[int(rec["row"])] = str(rec["ref"])
+    return [refs.get(i, "") for i in range(len(refs))]
+
+
+StageOne = tuple[NDArray[np.int64], NDArray[np.float32], NDArray[np.float32], int]
+
+
+def _candidates(
+    root: Path,
+    shard: int,
+    ids: NDArray[np.int64],
+    vectors: NDArray[np.float32],
+    strategy: str,
+    per_shard: int,
+    seed: int,
+    params: dict[str, Any],
+    exclude: frozenset[str],
+) -> StageOne:
+    """Stage one on one loaded shard: (candidate ids, their vectors, the shard's excluded
+    vectors, the shard's rows)."""
+    from labelwheel.selectors.sharded import shard_candidates
+
+    kwargs = dict(params)
+    excluded = np.zeros((0, vectors.shape[1]), dtype=np.float32)
+    if exclude:
+        refs = shard_refs(root, shard)
+        mask = np.array([r in exclude for r in refs], dtype=bool)
+        if len(mask) != len(ids):
+            raise ValueError(f"{root}: shard {shard} has {len(ids)} rows, {len(mask)} in manifest")
+        if mask.any():
+            kwargs["labeled"] = mask
+            excluded = np.ascontiguousarray(vectors[mask])
+        if mask.all():  # nothing left to pick here; its rows still count as covered
+            return ids[:0].copy(), vectors[:0].copy(), excluded, len(ids)
+    cid, cemb, _ = shard_candidates(strategy, per_shard, (ids, vectors, None), seed=seed, **kwargs)
+    return cid, cemb, excluded, len(ids)
+
+
 def _stage_one(
-    shard: int, root: str, strategy: str, per_shard: int, seed: int, params: dict[str, Any]
-) -> tuple[NDArray[np.int64], NDArray[np.float32], int, str]:
-    """Stage one on one shard, read from the store path: (candidate ids, their vectors, the
-    shard's rows, where it ran). The function a Ray task runs."""
+    shard: int,
+    root: str,
+    strategy: str,
+    per_shard: int,
+    seed: int,
+    params: dict[str, Any],
+    exclude: frozenset[str],
+) -> tuple[StageOne, str]:
+    """Stage one on one shard read from the store path, and where it ran (pid@host). The
+    function a Ray task runs."""
     import os
     import socket
 
-    from labelwheel.selectors.sharded import shard_candidates
-
     ids, vectors = load_shard(Path(root), shard)
-    rows = len(ids)
-    cid, cemb, _ = shard_candidates(strategy, per_shard, (ids, vectors, None), seed=seed, **params)
-    return cid, cemb, rows, f"{os.getpid()}@{socket.gethostname()}"
+    out = _candidates(Path(root), shard, ids, vectors, strategy, per_shard, seed, params, exclude)
+    return out, f"{os.getpid()}@{socket.gethostname()}"
 
 
 def _coverage_one(
@@ -177,7 +227,8 @@ class _RayRunner:
     def map(self, fn: Callable[..., Any], shards: list[int], *args: Any) -> Iterator[Any]:
         ray = self.ray
         task = ray.remote(num_cpus=1, max_retries=2)(fn)
-        shared = [ray.put(a) if isinstance(a, np.ndarray) else a for a in args]
+        # big arguments go to the object store once, not once per task
+        shared = [ray.put(a) if isinstance(a, np.ndarray | frozenset) else a for a in args]
         refs = [task.remote(shard, *shared) for shard in shards]
         for ref in refs:  # in shard order; each result is released once consumed
             yield ray.get(ref)
@@ -220,6 +271,7 @@ def select_store(
     coverage: bool = False,
     index_kind: str = "auto",
     loader: Loader = load_shard,
+    exclude: Iterable[str] = (),
     **params: Any,
 ) -> StoreSelection:
     """Pick ``n`` rows of the embedding store at ``root`` with ``strategy`` in two stages (see
@@ -227,10 +279,13 @@ def select_store(
     after shard or, with ``ray_address`` (``local``, ``auto``, ``ray://head:10001``), as one
     Ray task per shard. ``coverage`` also measures the pick's covering radius and mean
     distance over every stored vector (``index_kind``: ``flat``, ``ivf`` or ``auto``).
-    ``loader`` reads one shard in this process (tests watch it; Ray tasks use
-    :func:`load_shard`). Raises ValueError for a bad store, strategy or argument."""
+    ``exclude``: references already labelled (or picked before): never picked, and counted
+    as covered by diversity strategies (each shard's excluded rows are ``labeled`` in stage
+    one; all of them join stage two as labelled rows). ``loader`` reads one shard in this
+    process (tests watch it; Ray tasks use :func:`load_shard`). Raises ValueError for a bad
+    store, strategy or argument."""
     from labelwheel.selectors.coverage import Coverage, index_to_bytes, pick_index
-    from labelwheel.selectors.sharded import final_pick, shard_candidates
+    from labelwheel.selectors.sharded import final_pick
 
     if strategy not in STORE_STRATEGIES:
         raise ValueError(
@@ -250,31 +305,33 @@ def select_store(
     shards = store_shards(root)
     if not shards:
         raise ValueError(f"{root} holds no vectors")
+    excluded_refs = frozenset(exclude)
     runner = _RayRunner(ray_address) if ray_address else None
     try:
         t0 = time.perf_counter()
         parts: list[tuple[Any, Any, Any]] = []
         rows = max_rows = 0
         workers: set[str] = set()
+        stage_one: Iterator[StageOne]
         if runner is not None:
-            results = runner.map(_stage_one, shards, str(root), strategy, per_shard, seed, params)
-            for cid, cemb, shard_rows, where in results:
-                parts.append((cid, cemb, None))
-                rows += shard_rows
-                max_rows = max(max_rows, shard_rows)
-                workers.add(where)
+            args = (str(root), strategy, per_shard, seed, params, excluded_refs)
+            stage_one = _tagged(runner.map(_stage_one, shards, *args), workers)
         else:
-            for shard in shards:
-                ids, vectors = loader(root, shard)
-                rows += len(ids)
-                max_rows = max(max_rows, len(ids))
-                parts.append(
-                    shard_candidates(strategy, per_shard, (ids, vectors, None), seed=seed, **params)
-                )
-                del ids, vectors  # the shard goes before the next one is read
+            stage_one = _in_process(
+                root, shards, loader, strategy, per_shard, seed, params, excluded_refs
+            )
             workers.add("this process")
+        excluded: list[NDArray[np.float32]] = []
+        for cid, cemb, lab, shard_rows in stage_one:
+            parts.append((cid, cemb, None))
+            excluded.append(lab)
+            rows += shard_rows
+            max_rows = max(max_rows, shard_rows)
         t1 = time.perf_counter()
-        ids = final_pick(strategy, n, parts, seed=seed, **params)
+        labeled = np.concatenate(excluded) if excluded else None
+        n_excluded = 0 if labeled is None else len(labeled)
+        ids = final_pick(strategy, n, parts, seed=seed, labeled_embeddings=labeled, **params)
+        del labeled, excluded
         t2 = time.perf_counter()
         union = sum(len(p[0]) for p in parts)
         pick_vectors = _vectors_of(ids, parts)
@@ -286,6 +343,7 @@ def select_store(
             rows=rows,
             candidates=union,
             max_shard_rows=max_rows,
+            excluded=n_excluded,
             stage_one_s=t1 - t0,
             stage_two_s=t2 - t1,
             workers=workers,
@@ -309,6 +367,30 @@ def select_store(
     finally:
         if runner is not None:
             runner.close()
+
+
+def _in_process(
+    root: Path,
+    shards: list[int],
+    loader: Loader,
+    strategy: str,
+    per_shard: int,
+    seed: int,
+    params: dict[str, Any],
+    exclude: frozenset[str],
+) -> Iterator[StageOne]:
+    for shard in shards:
+        ids, vectors = loader(root, shard)
+        out = _candidates(root, shard, ids, vectors, strategy, per_shard, seed, params, exclude)
+        del ids, vectors  # the shard goes before the next one is read
+        yield out
+        del out
+
+
+def _tagged(results: Iterator[tuple[StageOne, str]], workers: set[str]) -> Iterator[StageOne]:
+    for out, where in results:
+        workers.add(where)
+        yield out
 
 
 def _vectors_of(ids: NDArray[np.int64], parts: list[tuple[Any, Any, Any]]) -> NDArray[np.float32]:

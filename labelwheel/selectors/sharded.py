@@ -94,11 +94,21 @@ def select_two_stage(
 
 
 def final_pick(
-    strategy: str, n: int, parts: Sequence[Any], *, seed: int = 0, **params: Any
+    strategy: str,
+    n: int,
+    parts: Sequence[Any],
+    *,
+    seed: int = 0,
+    labeled_embeddings: Any = None,
+    **params: Any,
 ) -> NDArray[np.int64]:
     """Stage two: pick ``n`` global ids with ``strategy`` over the union of the shards'
     candidates, ``parts`` as :func:`shard_candidates` returns them (in shard order, so the
-    result does not depend on which shard finished first), with :func:`stage_two_params`."""
+    result does not depend on which shard finished first), with :func:`stage_two_params`.
+
+    ``labeled_embeddings`` (m, d): samples already labelled anywhere in the pool; a diversity
+    strategy counts them as covered (they join stage two as ``labeled`` rows, never picked).
+    In stage one the caller passes each shard's own labelled rows as ``labeled``."""
     parts = [p for p in parts if len(p[0])]
     if n <= 0 or not parts:
         return np.zeros(0, dtype=np.int64)
@@ -110,6 +120,14 @@ def final_pick(
     kwargs = stage_two_params(strategy, params)
     if all(with_proba):
         kwargs["probabilities"] = np.concatenate([p[2] for p in parts])
+    if labeled_embeddings is not None and len(labeled_embeddings):
+        lab = np.asarray(labeled_embeddings, dtype=np.float32)
+        if lab.ndim != 2 or lab.shape[1] != emb.shape[1]:
+            raise ValueError(f"labeled embeddings must be (m, {emb.shape[1]}), got {lab.shape}")
+        if "probabilities" in kwargs:
+            raise ValueError("labeled embeddings are for strategies without probabilities")
+        emb = np.concatenate([emb, lab])
+        kwargs["labeled"] = np.arange(len(emb)) >= len(ids)
     from labelwheel.selectors import select
 
     picks = select(strategy, min(n, len(ids)), embeddings=emb, seed=seed, **kwargs)

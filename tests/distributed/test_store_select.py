@@ -142,14 +142,44 @@ def test_stage_one_holds_one_shard_at_a_time(tmp_path: Path) -> None:
     assert peak < 7 * shard_bytes < shards * shard_bytes / 3, (peak, shard_bytes)
 
 
+def test_excluded_rows_are_never_picked_and_count_as_covered(
+    store: tuple[Path, np.ndarray],
+) -> None:
+    root, x = store
+    first = select_store(root, 20, "kcenter")
+    done = [p.ref for p in first.picks]
+    # a whole shard excluded too: nothing is picked there, its rows still count as covered
+    shard0 = [f"/pool/0/img_{i}.jpg" for i in range(ROWS)]
+    second = select_store(root, 20, "kcenter", exclude=[*done, *shard0])
+    assert second.excluded == len(set(done) | set(shard0))
+    picked = [p.ref for p in second.picks]
+    assert len(picked) == 20 and not set(picked) & (set(done) | set(shard0))
+    assert all(p.shard != 0 for p in second.picks)
+    # the second round fills the gaps the excluded rows leave: its picks are far from them
+    covered = np.concatenate([[_position(p) for p in first.picks], np.arange(ROWS)])
+    gaps = _nearest(x, covered)
+    new = np.array([_position(p) for p in second.picks])
+    assert np.median(gaps[new]) > np.percentile(gaps, 90), (np.median(gaps[new]), gaps.mean())
+
+
 def test_ray_tasks_pick_what_the_process_picks(
     local_ray: object, store: tuple[Path, np.ndarray]
 ) -> None:
     root, _ = store
-    for strategy, seed in (("kcenter", 0), ("kmeans", 5)):
-        here = select_store(root, 25, strategy, seed=seed, coverage=True, index_kind="flat")
+    done = [f"/pool/{s}/img_{i}.jpg" for s in range(SHARDS) for i in range(0, ROWS, 7)]
+    for strategy, seed, exclude in (("kcenter", 0, []), ("kmeans", 5, []), ("kcenter", 1, done)):
+        here = select_store(
+            root, 25, strategy, seed=seed, coverage=True, index_kind="flat", exclude=exclude
+        )
         there = select_store(
-            root, 25, strategy, seed=seed, coverage=True, index_kind="flat", ray_address="local"
+            root,
+            25,
+            strategy,
+            seed=seed,
+            coverage=True,
+            index_kind="flat",
+            ray_address="local",
+            exclude=exclude,
         )
         assert [p.ref for p in there.picks] == [p.ref for p in here.picks], strategy
         assert there.radius == pytest.approx(here.radius, rel=1e-6)
@@ -181,6 +211,15 @@ def test_cli_writes_the_picks(
     assert again.exit_code == 0, again.output
     assert "picked 30 of 2400 rows" in again.output
     assert on_ray.read_text() == out.read_text()
+
+    # the next round: the earlier picks (the CSV itself) are excluded
+    nxt = tmp_path / "next.csv"
+    res = CliRunner().invoke(cli, [*args[:5], str(nxt), "--exclude", str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["excluded"] == 30
+    with nxt.open() as fh:
+        again_refs = {r["ref"] for r in csv.DictReader(fh)}
+    assert len(again_refs) == 30 and not again_refs & {r["ref"] for r in rows}
 
 
 def test_cli_bad_input_is_one_line(tmp_path: Path) -> None:
