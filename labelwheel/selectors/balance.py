@@ -4,7 +4,8 @@
 groups that list by the current model's predicted class, and fills the batch round-robin over
 the predicted classes, each class in the strategy's own order. The first round visits classes in
 the order of their best-ranked candidate, so the strategy's top pick always comes first. Without
-probabilities (cold start) the strategy's picks are returned unchanged.
+probabilities, or with the same probabilities everywhere (cold start: no model yet), the
+strategy's picks are returned unchanged.
 """
 
 from __future__ import annotations
@@ -60,7 +61,8 @@ def balanced_select(
     from labelwheel.selectors import select
 
     oversample = check_positive_int("oversample", oversample)
-    if probabilities is None or n <= 1:
+    probs = None if probabilities is None else np.asarray(probabilities)
+    if probs is None or n <= 1 or np.ptp(probs) == 0:  # no model yet: nothing to balance
         return select(
             strategy,
             n,
@@ -79,7 +81,6 @@ def balanced_select(
         seed=seed,
         **params,
     )
-    probs = np.asarray(probabilities)
     if probs.ndim == 3:
         probs = probs.mean(axis=0)
     predicted = np.argmax(probs[ranked], axis=1)

@@ -124,3 +124,11 @@ def test_robust_kcenter_is_not_below_random_on_digits() -> None:
     rnd = res.accuracy["random"][:, -1].mean()
     # measured (5 seeds): at 100 labels robust k-center 0.91 vs random 0.88 (plain: 0.86)
     assert kc >= rnd - 0.02, (kc, rnd)
+
+
+def test_balanced_select_at_cold_start_is_the_strategy_itself() -> None:
+    x = np.random.default_rng(2).normal(size=(200, 6))
+    uniform = np.full((200, 4), 0.25)
+    got = balanced_select("typiclust", 10, embeddings=x, probabilities=uniform, seed=3)
+    want = select("typiclust", 10, embeddings=x, probabilities=uniform, seed=3)
+    assert got.tolist() == want.tolist()
