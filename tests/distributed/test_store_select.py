@@ -249,3 +249,12 @@ def test_store_strategies_need_embeddings_only(store: tuple[Path, np.ndarray]) -
     assert store_shards(store[0]) == list(range(SHARDS))
     with pytest.raises(ValueError, match="cannot run on a store"):
         select_store(store[0], 5, "margin")
+
+
+def test_ray_tasks_ask_for_their_shards_memory(store: tuple[Path, np.ndarray]) -> None:
+    from labelwheel.distributed.selection import task_memory
+
+    root, _ = store
+    shard_bytes = (root / "shards" / "shard-000000.npy").stat().st_size
+    assert shard_bytes >= ROWS * DIM * 4
+    assert task_memory(root, 0) == 6 * shard_bytes + 256 * 2**20
