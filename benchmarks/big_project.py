@@ -50,7 +50,7 @@ import numpy as np
 import requests
 from _common import RESULTS, ROOT, environment, log, write_json
 
-from labelwheel.connect import VIEW_ORDERING, VIEW_TITLE, connect_project
+from labelwheel.connect import DEFAULT_PACING, VIEW_ORDERING, VIEW_TITLE, connect_project
 from labelwheel.demo_data import DEMO_LABELS, digit_to_rgb, load_mnist_sample
 from labelwheel.label_config import image_classification_config
 from labelwheel.ls_api import LabelStudioClient
@@ -534,7 +534,7 @@ def run_size(
             out["connect_incomplete"] = {
                 "after_s": round(time.monotonic() - t_connect, 1),
                 "retrieve_chunks_done": chunks // 2,  # Label Studio logs each request twice
-                "tasks_asked_for": min(n, chunks // 2 * 50),
+                "tasks_asked_for": min(n, chunks // 2 * DEFAULT_PACING.chunk_size),
             }
             out["pool_job"] = (backend.versions(pid).get("pool") or [None])[0]
             out["predict_during_pool_work"] = predictor.finish()

@@ -82,9 +82,15 @@ VARIABLES: tuple[Variable, ...] = (
         "LABELWHEEL_PUBLISH_DUTY",
         "0.5",
         "Largest share of the time the backend spends writing predictions into Label Studio "
-        "(retrieve chunks of 50 tasks, score updates): after a chunk that took t seconds it "
+        "(retrieve chunks, score updates): after a chunk that took t seconds it "
         "pauses t*(1-duty)/duty (0.25 to 30 s), so annotators' requests on Label Studio's SQLite "
         "get their turn; a busy Label Studio slows the writes down. 0.05 to 1.",
+    ),
+    Variable(
+        "LABELWHEEL_PUBLISH_CHUNK",
+        "200",
+        "Tasks per 'Retrieve predictions' request when the backend publishes a version (Label "
+        "Studio's cost per request grows with the project: few large chunks). 1 to 5000.",
     ),
     Variable(
         "LABELWHEEL_RETRAIN_EVERY",
@@ -245,6 +251,7 @@ class Settings:
     rank_depth: int = 1000
     control_fraction: float = 0.05
     publish_duty: float = 0.5
+    publish_chunk: int = 200
     max_request_bytes: int = 64 * 2**20
     max_predict_tasks: int = 10_000
     predict_pool_wait: float = 5.0
@@ -258,7 +265,7 @@ class Settings:
     @property
     def pacing(self) -> PublishPacing:
         """How the backend paces its writes into Label Studio (``LABELWHEEL_PUBLISH_DUTY``)."""
-        return PublishPacing(duty=self.publish_duty)
+        return PublishPacing(chunk_size=self.publish_chunk, duty=self.publish_duty)
 
     @property
     def auth_enabled(self) -> bool:
@@ -370,6 +377,7 @@ class Settings:
             rank_depth=_int("LABELWHEEL_RANK_DEPTH", v, 1, 10_000_000),
             control_fraction=_float("LABELWHEEL_CONTROL_FRACTION", v, 0.0, 0.5),
             publish_duty=_float("LABELWHEEL_PUBLISH_DUTY", v, 0.05, 1.0),
+            publish_chunk=_int("LABELWHEEL_PUBLISH_CHUNK", v, 1, 5000),
             max_request_bytes=_int("LABELWHEEL_MAX_REQUEST_BYTES", v, 1024, 2**34),
             max_predict_tasks=_int("LABELWHEEL_MAX_PREDICT_TASKS", v, 1, 10_000_000),
             predict_pool_wait=_float("LABELWHEEL_PREDICT_POOL_WAIT", v, 0.0, 60.0),
