@@ -145,12 +145,21 @@ def _exact_nearest(x: np.ndarray, picks: np.ndarray) -> np.ndarray:
 
 
 def _store(args: argparse.Namespace, stats: dict[str, Any]) -> list[str]:
-    """Part two: an embedding store on disk, in-process vs Ray local, and IVF vs exact."""
+    """Part two: an embedding store on disk (a temporary folder, removed after)."""
+    import shutil
+
+    tmp = Path(tempfile.mkdtemp(prefix="lw-sharded-"))
+    try:
+        return _store_in(tmp / "store", args, stats)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _store_in(root: Path, args: argparse.Namespace, stats: dict[str, Any]) -> list[str]:
+    """In-process vs Ray local over a store written at ``root``, and IVF vs exact."""
     import ray
 
     n, pick = args.store_rows, args.store_pick
-    tmp = Path(tempfile.mkdtemp(prefix="lw-sharded-"))
-    root = tmp / "store"
     t0 = time.perf_counter()
     x = _write_store(root, n, args.store_dim, args.store_shards)
     write_s = time.perf_counter() - t0
@@ -257,9 +266,6 @@ def _store(args: argparse.Namespace, stats: dict[str, Any]) -> list[str]:
         )
     after = os.getloadavg()
     stats["store"]["load_after"] = after
-    import shutil
-
-    shutil.rmtree(tmp, ignore_errors=True)
     return [
         "## An embedding store on disk, in-process vs Ray local",
         "",
