@@ -11,7 +11,10 @@ backend, the data-lead tools and the demo alike:
   (:func:`labelwheel.features.pipeline.ordered_map`; Pillow, hashing and ONNX Runtime release
   the GIL). At most ``max(fetch_threads, 2 * passes)`` images are started ahead of the backbone,
   so at most two passes' inputs wait, decoded. ``pipelined=False`` is the sequential path:
-  a chunk of ``batch_size`` images is read and decoded, then embedded, then the next chunk;
+  a chunk of ``batch_size`` images is read and decoded, then embedded, then the next chunk.
+  With local files on a loaded 2-core machine both stages are CPU-bound and the backbone
+  already uses every core, so the overlap measured about even (1.01x in 24 paired runs,
+  ``benchmarks/results/embed_throughput.md``); it pays where reads wait on a network;
 - memory does not grow with the number of references or their resolution: each image is
   fetched, decoded (JPEGs at reduced size by Pillow's ``draft``, others reduced right after
   decoding) and shrunk to the backbone's small float32 input array by one worker thread, and
