@@ -228,8 +228,11 @@ def kmeans(
 ) -> CoreResult:
     """k-means representatives: favours the sample nearest each cluster centroid, uncovered first.
 
-    The pool is split into ``k = n_clusters`` clusters (default ``n + min(#labelled, n)``, so
-    labelled samples occupy clusters of their own). Each cluster has weight
+    The pool is split into ``k = n_clusters`` clusters (default ``n + min(#labelled,
+    max(n, 1000))``, so labelled samples occupy clusters of their own and the clusters get finer
+    as labels grow; with ``n + min(#labelled, n)`` it ended 3 points below random at 400 labels
+    on MNIST-5k, picking the centres of a few coarse clusters again and again: now 0.2 above,
+    3 seeds). Each cluster has weight
     ``size / (1 + labelled in it + already picked from it)``; picks go, one at a time, to the
     cluster of highest weight, taking its unlabelled sample nearest to the centroid. Clusters
     without labels therefore come first, big ones before small ones. Utility: that weight as a
@@ -243,7 +246,10 @@ def kmeans(
     """
     x = pool.need_embeddings("kmeans")
     n_lab = int(np.count_nonzero(pool.labeled))
-    k = n + min(n_lab, n) if n_clusters is None else check_positive_int("n_clusters", n_clusters)
+    if n_clusters is None:
+        k = n + min(n_lab, max(n, 1000))
+    else:
+        k = check_positive_int("n_clusters", n_clusters)
     _, labels, d2, k = _clusters(x, min(k, pool.n_samples), pool.seed, project)
     sizes = np.bincount(labels, minlength=k).astype(np.float64)
     labcnt = np.bincount(labels[pool.labeled], minlength=k).astype(np.float64)
