@@ -165,3 +165,38 @@ def test_simulator_runs_the_semi_head_and_records_it(digits) -> None:
         run_simulation(
             X_pool, y_pool, X_test, y_test, ["random"], budget=10, seeds=1, semi_supervised="bogus"
         )
+
+
+def test_backend_training_process_fits_the_same_semi_head_as_the_simulator(digits) -> None:
+    from labelwheel.ml_backend.training import FitProcess
+
+    X_pool, y_pool, X_test, y_test = digits
+    res = run_simulation(
+        X_pool, y_pool, X_test, y_test, ["margin"], budget=30, seeds=[4],
+        semi_supervised="spreading",
+    )  # fmt: skip
+    picked = res.picks["margin"][0]
+    labels = tuple(str(c) for c in range(10))
+    sets = [[str(int(y_pool[i]))] for i in picked]
+    fit = FitProcess()
+    try:
+        head, metrics = fit.fit(
+            X_pool[picked], sets, labels, False, Scaling.of(X_pool),
+            semi_supervised="spreading", pool=X_pool,
+        )  # fmt: skip
+    finally:
+        fit.close()
+    assert metrics["semi_supervised"] == "spreading"
+    assert head.accuracy(X_test, y_test) == float(res.accuracy["margin"][0, -1])
+
+
+def test_backend_setting_names_the_variable_on_a_bad_mode(tmp_path) -> None:
+    from labelwheel.ml_backend.config import ConfigError, Settings
+
+    base = {"MODEL_DIR": str(tmp_path)}
+    assert Settings.from_env(base).head_semi == "none"
+    assert Settings.from_env({**base, "LABELWHEEL_HEAD_SEMI": " Spreading "}).head_semi == (
+        "spreading"
+    )
+    with pytest.raises(ConfigError, match="LABELWHEEL_HEAD_SEMI"):
+        Settings.from_env({**base, "LABELWHEEL_HEAD_SEMI": "magic"})
