@@ -10,7 +10,8 @@ dir) and a fresh backend process:
   (up to 50 during connect, up to 30 more during the training's publish) the whole time; every
   status and timeout is recorded;
 - a thread posts ``/predict`` for one random task (basic auth) while the pool work runs;
-- ``connect_project`` (paced "Retrieve predictions" for every task); measured: time to every task
+- ``connect_project`` (predictions asked from the backend's ``/predict`` and imported in paced
+  chunks, :mod:`labelwheel.publishing`); measured: time to every task
   predicted with the backend's version, then to the pool job's provisional scores replaced
   (``published`` in ``/versions`` pool);
 - ``START_TRAINING`` (``client.train``); measured: time until the new version is served and
@@ -530,10 +531,11 @@ def run_size(
         if "error" in box:
             raise box["error"]
         if connecting.is_alive():  # deadline: record what the pool work got to
-            chunks = ls.log_path.read_text(errors="replace").count("retrieve_tasks_predictions")
+            ls_log = ls.log_path.read_text(errors="replace")
+            chunks = ls_log.count("retrieve_tasks_predictions") + ls_log.count("import/predictions")
             out["connect_incomplete"] = {
                 "after_s": round(time.monotonic() - t_connect, 1),
-                "retrieve_chunks_done": chunks // 2,  # Label Studio logs each request twice
+                "chunks_done": chunks // 2,  # Label Studio logs each request twice
                 "tasks_asked_for": min(n, chunks // 2 * DEFAULT_PACING.chunk_size),
             }
             out["pool_job"] = (backend.versions(pid).get("pool") or [None])[0]

@@ -8,15 +8,17 @@ One command a user runs once per project (re-running it repairs, never duplicate
 3. gives the project's webhook to the backend the same ``Authorization: Basic ...`` header, so
    that annotation events are authenticated too (Label Studio does not send the ML backend's
    credentials on event webhooks);
-4. retrieves predictions for all tasks;
+4. writes predictions for every task lacking one of the backend's version: it asks the
+   backend's ``/predict`` (as Label Studio would) and imports the answers in paced chunks
+   (:mod:`labelwheel.publishing`);
 5. sets the project's model version to the version those predictions carry (Label Studio sets it
    to the backend's title on connect, and ``predictions_score`` only counts the project's
    version);
 6. creates or replaces the saved Data Manager view "labelwheel: most informative first", ordered
    by prediction score ascending (lower score = label sooner).
 
-:func:`publish_version` is what the backend calls after each training: new predictions for the
-unlabelled tasks, then the project's model version.
+:func:`labelwheel.publishing.publish_version` is what the backend calls after each training: new
+predictions for the unlabelled tasks, then the project's model version.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from __future__ import annotations
 import base64
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,19 +35,30 @@ import requests
 
 from labelwheel.cli_options import basic_auth_options, label_studio_options
 from labelwheel.ls_api import LabelStudioClient, LabelStudioError
+from labelwheel.publishing import (
+    DEFAULT_PACING,
+    PublishPacing,
+    publish_version,
+    push_predictions,
+    retrieve_in_chunks,
+)
 
 __all__ = [
+    "DEFAULT_PACING",
     "VIEW_ORDERING",
     "VIEW_TITLE",
     "ConnectError",
     "ConnectResult",
     "PublishPacing",
+    "backend_predictor",
     "basic_auth_header",
     "check_backend",
     "connect_command",
     "connect_project",
     "publish_version",
+    "push_predictions",
     "retrieve_in_chunks",
+    "wait_for_pool",
 ]
 
 VIEW_TITLE = "labelwheel: most informative first"
@@ -156,6 +169,111 @@ def _prediction_versions(client: LabelStudioClient, project_id: int) -> tuple[st
     return (newest[1] if newest else None), counts
 
 
+def backend_predictor(
+    backend_url: str,
+    project_id: int,
+    label_config: str,
+    basic_auth: tuple[str, str] | None,
+    timeout: float = 600.0,
+) -> Callable[[list[dict[str, Any]]], list[dict[str, Any]]]:
+    """A function that asks the backend's ``/predict`` for a list of tasks, as Label Studio
+    would (same body), and returns the predictions in task order."""
+    url = backend_url.rstrip("/") + "/predict"
+    auth = basic_auth_header(*basic_auth) if basic_auth else {}
+    session = requests.Session()
+
+    def predict(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        body = {
+            "tasks": [{"id": int(t["id"]), "data": t.get("data") or {}} for t in tasks],
+            "project": f"{int(project_id)}.{int(time.time())}",
+            "label_config": label_config,
+        }
+        try:
+            resp = session.post(url, json=body, headers=auth, timeout=timeout)
+        except requests.RequestException as exc:
+            raise ConnectError(f"POST {url}: {exc.__class__.__name__}: {exc}") from None
+        if resp.status_code != 200:
+            raise ConnectError(f"POST {url} answered HTTP {resp.status_code}: {resp.text[:300]}")
+        results = resp.json().get("results")
+        if not isinstance(results, list) or len(results) != len(tasks):
+            raise ConnectError(f"POST {url}: expected {len(tasks)} results")
+        return [dict(r) for r in results]
+
+    return predict
+
+
+def _predict_all(
+    client: LabelStudioClient,
+    project_id: int,
+    label_config: str,
+    backend_url: str,
+    basic_auth: tuple[str, str] | None,
+    serving: str | None,
+    pacing: PublishPacing,
+    pool_wait: float = 3600.0,
+    on_status: Callable[[str], None] | None = None,
+) -> int:
+    """Predict every task through the backend and import the predictions (paced), except those
+    Label Studio already holds a prediction of the same version of. Returns how many tasks
+    were asked for."""
+    existing: dict[int, set[str]] = {}
+    for pred in client.list_project_predictions(project_id):
+        existing.setdefault(int(pred.get("task", 0)), set()).add(str(pred.get("model_version")))
+    tasks = [
+        {"id": int(t["id"]), "data": t.get("data")}
+        for t in client.iter_tasks(project_id, page_size=500)
+        if not (serving and serving in existing.get(int(t["id"]), ()))
+    ]
+    if not tasks:
+        return 0
+    predict = backend_predictor(backend_url, project_id, label_config, basic_auth)
+    # One task first: it starts the backend's ranking of the whole pool; the rest are asked for
+    # once that ranking is ready, so that their scores are final (a provisional score would
+    # cost Label Studio one more write per task when the backend replaces it).
+    predict(tasks[:1])
+    wait_for_pool(backend_url, project_id, basic_auth, pool_wait, on_status)
+    push_predictions(client, project_id, tasks, predict, pacing, existing=existing)
+    return len(tasks)
+
+
+POOL_DONE = ("ready", "published", "failed")
+
+
+def wait_for_pool(
+    backend_url: str,
+    project_id: int,
+    basic_auth: tuple[str, str] | None,
+    limit: float,
+    on_status: Callable[[str], None] | None = None,
+    interval: float = 2.0,
+) -> str | None:
+    """Wait (at most ``limit`` seconds) until the backend's pool ranking job of the project has
+    ended, reporting its progress (``embedding 1200 of 20000``) through ``on_status`` when it
+    changes. Returns the job's last state (None: the backend reports no job)."""
+    headers = basic_auth_header(*basic_auth) if basic_auth else {}
+    url = backend_url.rstrip("/") + "/versions"
+    deadline = time.monotonic() + max(0.0, limit)
+    said = None
+    state = None
+    while True:
+        try:
+            resp = requests.get(url, params={"project": project_id}, headers=headers, timeout=30)
+            jobs = resp.json().get("pool") if resp.status_code == 200 else None
+        except (requests.RequestException, ValueError, AttributeError):
+            jobs = None
+        job = next((j for j in jobs or [] if isinstance(j, dict)), None)
+        if job is None:
+            return None
+        state = str(job.get("state"))
+        message = str(job.get("message") or state)
+        if on_status is not None and message != said:
+            on_status(f"backend: pool {message}")
+            said = message
+        if state in POOL_DONE or time.monotonic() >= deadline:
+            return state
+        time.sleep(interval)
+
+
 def _unsupported_hint(client: LabelStudioClient, project_id: int) -> str:
     from labelwheel.label_config import UnsupportedConfigError, parse_classification_config
 
@@ -179,9 +297,13 @@ def connect_project(
     view_title: str = VIEW_TITLE,
     timeout: float = 10.0,
     pacing: PublishPacing | None = None,
+    pool_wait: float = 3600.0,
+    on_status: Callable[[str], None] | None = None,
 ) -> ConnectResult:
     """Connect (or repair the connection of) a project to the backend; see the module doc.
 
+    ``pool_wait``: how long to wait for the backend's ranking of the whole pool before writing
+    predictions (their scores come from it); ``on_status`` receives progress lines.
     Raises :class:`ConnectError` naming the failed step (``LabelStudioError`` messages included).
     """
     project_id = int(project_id)
@@ -219,15 +341,21 @@ def connect_project(
         raise ConnectError(f"cannot set up the project's webhook: {exc}") from None
 
     if retrieve:
+        serving = _backend_serving_version(backend_url, project_id, basic_auth, timeout)
         try:
-            retrieve_in_chunks(
+            _predict_all(
                 client,
                 project_id,
-                [int(t["id"]) for t in client.iter_tasks(project_id)],
+                str(project.get("label_config", "")),
+                backend_url,
+                basic_auth,
+                serving,
                 pacing or DEFAULT_PACING,
+                pool_wait,
+                on_status,
             )
-        except LabelStudioError as exc:
-            raise ConnectError(f"retrieving predictions failed: {exc}") from None
+        except (LabelStudioError, ConnectError, ValueError) as exc:
+            raise ConnectError(f"writing predictions failed: {exc}") from None
 
     version = _backend_serving_version(backend_url, project_id, basic_auth, timeout)
     try:
@@ -267,110 +395,6 @@ def connect_project(
     )
 
 
-@dataclass(frozen=True)
-class PublishPacing:
-    """How predictions are written into Label Studio: in chunks of ``chunk_size`` tasks, each
-    chunk tried again ``busy_retries`` times with backoff when Label Studio answers 5xx.
-
-    On Label Studio's default SQLite, every prediction it stores is a write that needs the whole
-    database: while one waits for a long read (an annotator's ``/next`` orders the whole project),
-    new readers wait too, and after 5 s they fail with 500 "database is locked". So after each
-    chunk the writer pauses, long enough that its writes take at most ``duty`` of the wall
-    time: the pause is ``chunk seconds * (1 - duty) / duty``, at least ``pause`` and at most
-    ``max_pause``. A slow chunk means a busy Label Studio, and the writer steps back further.
-
-    Label Studio's retrieve action costs a part per request that grows with the project (it
-    prepares a query over the project; measured: a chunk of 50 took about 4 s at 1,000 tasks and
-    10 s at 20,000 on a loaded machine) besides a part per task, so chunks are large.
-    """
-
-    chunk_size: int = 200
-    pause: float = 0.25
-    busy_retries: int = 6
-    duty: float = 0.5
-    max_pause: float = 30.0
-
-    def __post_init__(self) -> None:
-        if self.chunk_size < 1:
-            raise ValueError("chunk_size must be at least 1")
-        if self.pause < 0:
-            raise ValueError("pause must be >= 0")
-        if self.busy_retries < 0:
-            raise ValueError("busy_retries must be >= 0")
-        if not 0.0 < self.duty <= 1.0:
-            raise ValueError("duty must be in (0, 1]: the share of time spent writing")
-        if self.max_pause < self.pause:
-            raise ValueError("max_pause must be >= pause")
-
-    def pause_after(self, chunk_seconds: float) -> float:
-        """Seconds to wait after a chunk that took ``chunk_seconds``."""
-        wanted = max(0.0, chunk_seconds) * (1.0 - self.duty) / self.duty
-        return min(self.max_pause, max(self.pause, wanted))
-
-
-DEFAULT_PACING = PublishPacing()
-
-
-def retrieve_in_chunks(
-    client: LabelStudioClient,
-    project_id: int,
-    task_ids: Sequence[int],
-    pacing: PublishPacing = DEFAULT_PACING,
-    progress: Callable[[int, int], None] | None = None,
-) -> int:
-    """Run Label Studio's "Retrieve predictions" for ``task_ids``, paced by ``pacing``.
-
-    ``progress(done, total)`` is called after each chunk. Returns the number of tasks asked for.
-    """
-    ids = [int(t) for t in task_ids]
-    total = len(ids)
-    for start in range(0, total, pacing.chunk_size):
-        chunk = ids[start : start + pacing.chunk_size]
-        began = time.monotonic()
-        client.retrieve_predictions(project_id, chunk, busy_retries=pacing.busy_retries)
-        if progress is not None:
-            progress(start + len(chunk), total)
-        if start + len(chunk) < total:
-            time.sleep(pacing.pause_after(time.monotonic() - began))
-    return total
-
-
-def publish_version(
-    client: LabelStudioClient,
-    project_id: int,
-    version: str,
-    task_ids: Sequence[int] | None = None,
-    *,
-    pacing: PublishPacing = DEFAULT_PACING,
-    progress: Callable[[int, int], None] | None = None,
-) -> int:
-    """Make Label Studio rank by a new model version: retrieve predictions for ``task_ids``
-    (default: every task without an annotation) in paced chunks (:class:`PublishPacing`), then
-    set the project's model version.
-
-    Label Studio asks the backend's ``/predict`` for every selected task lacking a prediction of
-    the version the backend's ``/setup`` reports, so the backend must already serve ``version``.
-    Returns the number of tasks asked for. With no task to predict, the model version is left
-    alone (Label Studio refuses a version without predictions).
-    """
-    project_id = int(project_id)
-    if task_ids is None:
-        ids = [int(t["id"]) for t in client.iter_tasks(project_id) if not _is_labelled(t)]
-    else:
-        ids = [int(t) for t in task_ids]
-    if not ids:
-        return 0
-    retrieve_in_chunks(client, project_id, ids, pacing, progress)
-    client.set_project_model_version(project_id, version, busy_retries=pacing.busy_retries)
-    return len(ids)
-
-
-def _is_labelled(task: dict[str, Any]) -> bool:
-    if task.get("is_labeled"):
-        return True
-    return int(task.get("total_annotations") or 0) > 0
-
-
 @click.command("connect")
 @click.option("--project", "project_id", type=int, required=True, help="Label Studio project id.")
 @label_studio_options
@@ -394,14 +418,14 @@ def _is_labelled(task: dict[str, Any]) -> bool:
     type=click.IntRange(1, 5000),
     default=DEFAULT_PACING.chunk_size,
     show_default=True,
-    help="Tasks per 'Retrieve predictions' request.",
+    help="Tasks per prediction import (or 'Retrieve predictions') request.",
 )
 @click.option(
     "--publish-duty",
     type=click.FloatRange(0.05, 1.0),
     default=DEFAULT_PACING.duty,
     show_default=True,
-    help="Largest share of the time spent retrieving: after a chunk of t seconds, "
+    help="Largest share of the time spent writing predictions: after a chunk of t seconds, "
     "pause t*(1-duty)/duty so that annotators' requests get their turn.",
 )
 @click.option("--timeout", type=float, default=30.0, show_default=True, help="HTTP timeout (s).")
@@ -450,6 +474,7 @@ def connect_command(
             retrieve=not no_predictions,
             timeout=min(timeout, 30.0),
             pacing=PublishPacing(chunk_size=publish_chunk, duty=publish_duty),
+            on_status=lambda line: click.echo(line, err=True),
         )
     except (ConnectError, LabelStudioError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None

@@ -479,6 +479,19 @@ class LabelStudioClient:
             busy_retries=busy_retries,
         )
 
+    def import_predictions(self, project_id: int, predictions: list[dict[str, Any]]) -> int:
+        """Store predictions (``task``, ``result``, ``score``, ``model_version`` each) in one
+        request (``POST /api/projects/<id>/import/predictions``: a bulk insert). Not idempotent:
+        no retry here (see :func:`labelwheel.publishing.import_chunk`). Returns how many were
+        created."""
+        body = self._json(
+            "POST",
+            f"/api/projects/{int(project_id)}/import/predictions",
+            json=predictions,
+            timeout=max(self.timeout, 600.0),
+        )
+        return int(body.get("created", 0)) if isinstance(body, dict) else 0
+
     def create_prediction(
         self, task_id: int, result: list[dict[str, Any]], score: float, model_version: str
     ) -> dict[str, Any]:

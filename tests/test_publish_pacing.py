@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from labelwheel.connect import PublishPacing, retrieve_in_chunks
+from labelwheel.publishing import PublishPacing, retrieve_in_chunks
 
 
 def test_pause_keeps_the_writes_to_their_share_of_the_time() -> None:

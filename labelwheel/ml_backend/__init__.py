@@ -167,10 +167,10 @@ class BackendService:
                 log.exception("project %d: publishing %s failed", project_id, version.name)
 
     def publish(self, project_id: int, version: Version) -> None:
-        """After a training: warm the pool ranking, then let Label Studio re-predict and switch.
-
-        Uses ``labelwheel.connect.publish_version``; skipped when publishing is off or Label
-        Studio's URL and key are unknown.
+        """After a training: warm the pool ranking, write the new version's predictions for
+        every unlabelled task into Label Studio (imported in paced chunks, see
+        :mod:`labelwheel.publishing`), then switch the project's model version. Skipped when
+        publishing is off or Label Studio's URL and key are unknown.
         """
         config = self.config_for(project_id)
         if config is not None:
@@ -183,13 +183,7 @@ class BackendService:
                 "project %d: %s not published (no Label Studio URL/key)", project_id, version.name
             )
             return
-        try:
-            from labelwheel.connect import publish_version
-        except ImportError:
-            log.warning(
-                "labelwheel.connect.publish_version is unavailable; %s not published", version.name
-            )
-            return
+        from labelwheel.publishing import publish_version
 
         def progress(done: int, total: int) -> None:
             self.publishing[project_id] = (done, total)
@@ -198,9 +192,24 @@ class BackendService:
             )
 
         try:
-            publish_version(
-                client, project_id, version.name, pacing=self.settings.pacing, progress=progress
-            )
+            if config is None:  # no /setup seen since the start: Label Studio asks /predict
+                publish_version(
+                    client, project_id, version.name, pacing=self.settings.pacing, progress=progress
+                )
+            else:
+                model, known = self.model, config
+
+                def predict(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+                    return model.predict(project_id, known, tasks)[0]
+
+                publish_version(
+                    client,
+                    project_id,
+                    version.name,
+                    predict,
+                    pacing=self.settings.pacing,
+                    progress=progress,
+                )
         except Exception as exc:
             self.publish_errors[project_id] = str(exc)
             log.error("project %d: publishing %s failed: %s", project_id, version.name, exc)

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from labelwheel.connect import PublishPacing
 from labelwheel.features import DEFAULT_BACKBONE
+from labelwheel.publishing import PublishPacing
 from labelwheel.semisup import SEMI_MODES
 
 
@@ -82,14 +82,14 @@ VARIABLES: tuple[Variable, ...] = (
         "LABELWHEEL_PUBLISH_DUTY",
         "0.5",
         "Largest share of the time the backend spends writing predictions into Label Studio "
-        "(retrieve chunks, score updates): after a chunk that took t seconds it "
+        "(prediction imports, score updates): after a chunk that took t seconds it "
         "pauses t*(1-duty)/duty (0.25 to 30 s), so annotators' requests on Label Studio's SQLite "
         "get their turn; a busy Label Studio slows the writes down. 0.05 to 1.",
     ),
     Variable(
         "LABELWHEEL_PUBLISH_CHUNK",
-        "200",
-        "Tasks per 'Retrieve predictions' request when the backend publishes a version (Label "
+        "2000",
+        "Tasks per prediction import request when the backend publishes a version (Label "
         "Studio's cost per request grows with the project: few large chunks). 1 to 5000.",
     ),
     Variable(
@@ -251,7 +251,7 @@ class Settings:
     rank_depth: int = 1000
     control_fraction: float = 0.05
     publish_duty: float = 0.5
-    publish_chunk: int = 200
+    publish_chunk: int = 2000
     max_request_bytes: int = 64 * 2**20
     max_predict_tasks: int = 10_000
     predict_pool_wait: float = 5.0

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from labelwheel.connect import DEFAULT_PACING, PublishPacing
+from labelwheel.publishing import DEFAULT_PACING, PublishPacing
 
 if TYPE_CHECKING:  # pragma: no cover
     from labelwheel.label_config import ClassificationConfig

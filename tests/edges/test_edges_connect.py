@@ -306,5 +306,5 @@ def test_publish_version_after_training(
     nxt = ls_client.next_task(pid, view_id=first.view_id)
     assert nxt is not None and nxt["id"] in unlabelled
     # nothing left to predict: nothing asked, version unchanged
-    assert publish_version(ls_client, pid, "v-nothing", task_ids=[]) == 0
+    assert publish_version(ls_client, pid, "v-nothing", tasks=[]) == 0
     assert ls_client.get_project(pid)["model_version"] == version
