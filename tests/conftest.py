@@ -140,3 +140,21 @@ def personal_access_token(label_studio: LocalLabelStudio) -> str:
     for token in client.request("GET", "/api/token/").json():
         client.request("POST", "/api/token/blacklist/", json={"refresh": token["token"]})
     return client.create_personal_access_token()
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[object]:
+    """A real local Ray (the machine's 2 cores, a small object store) for one test module."""
+    import ray
+
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+        object_store_memory=200 * 2**20,
+    )
+    try:
+        yield ray
+    finally:
+        ray.shutdown()

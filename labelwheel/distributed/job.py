@@ -112,6 +112,28 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
         raise ValueError(f"cannot reach Ray at {address}: {exc.strerror or exc}") from None
 
 
+def attach_ray(address: str) -> tuple[Any, bool]:
+    """The ``ray`` module, connected to ``address`` (``local``: a Ray started here; ``auto``,
+    ``HOST:PORT``, ``ray://HOST:PORT``: a cluster), and whether this call started it (then the
+    caller shuts it down). Raises ValueError (one line) when ray is missing, the address is
+    malformed or nobody answers there."""
+    try:
+        import ray
+    except ImportError:
+        raise ValueError('ray is not installed: pip install "labelwheel[distributed]"') from None
+    _host_port(address)
+    if ray.is_initialized():
+        return ray, False
+    _check_reachable(address)
+    ray.init(
+        address=None if address == "local" else address,
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+    )
+    return ray, True
+
+
 def _on_ray(
     refs: list[str],
     source: EmbedSource,
@@ -123,20 +145,7 @@ def _on_ray(
     inference: str | None,
     actors: int | None,
 ) -> Iterator[Batch]:
-    try:
-        import ray
-    except ImportError:
-        raise ValueError('ray is not installed: pip install "labelwheel[distributed]"') from None
-    started = False
-    if not ray.is_initialized():
-        _check_reachable(address)
-        ray.init(
-            address=None if address == "local" else address,
-            include_dashboard=False,
-            log_to_driver=False,
-            configure_logging=False,
-        )
-        started = True
+    ray, started = attach_ray(address)
     try:
         if actors is None:
             actors = max(1, int(ray.cluster_resources().get("CPU", 1)))

@@ -85,16 +85,9 @@ def store_shards(root: Path | str) -> list[int]:
     """The committed shard numbers of the store at ``root`` (its ``.jsonl`` manifests exist),
     ascending; raises ValueError if ``root`` is not an embedding store."""
     root = Path(root)
-    try:
-        meta = json.loads((root / "store.json").read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ValueError(f"{root} is not an embedding store (no store.json)") from None
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{root}/store.json is unreadable: {exc}") from None
-    from labelwheel.features.store import STORE_FORMAT
+    from labelwheel.features.store import read_store_meta
 
-    if not isinstance(meta, dict) or meta.get("format") != STORE_FORMAT:
-        raise ValueError(f"{root} is not an embedding store")
+    read_store_meta(root)
     try:
         names = [p.name for p in (root / "shards").iterdir()]
     except FileNotFoundError:
@@ -204,26 +197,9 @@ class _RayRunner:
     """Runs shard functions as ``ray.remote`` tasks (one CPU each), results in shard order."""
 
     def __init__(self, address: str) -> None:
-        try:
-            import ray
-        except ImportError:
-            raise ValueError(
-                'ray is not installed: pip install "labelwheel[distributed]"'
-            ) from None
-        from labelwheel.distributed.job import _check_reachable, _host_port
+        from labelwheel.distributed.job import attach_ray
 
-        _host_port(address)
-        self.ray = ray
-        self.started = False
-        if not ray.is_initialized():
-            _check_reachable(address)
-            ray.init(
-                address=None if address == "local" else address,
-                include_dashboard=False,
-                log_to_driver=False,
-                configure_logging=False,
-            )
-            self.started = True
+        self.ray, self.started = attach_ray(address)
 
     def map(
         self, fn: Callable[..., Any], root: Path, shards: list[int], *args: Any

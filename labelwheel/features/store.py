@@ -27,12 +27,20 @@ import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from labelwheel.fsio import atomic_write_bytes
 
-__all__ = ["STORE_FORMAT", "EmbeddingStore", "StoreMismatch", "StoreRow", "find_stores"]
+__all__ = [
+    "STORE_FORMAT",
+    "EmbeddingStore",
+    "StoreMismatch",
+    "StoreRow",
+    "find_stores",
+    "read_store_meta",
+]
 
 STORE_FORMAT = "labelwheel-embedding-store"
 STORE_VERSION = 1
@@ -51,6 +59,21 @@ class StoreRow:
     ref: str
     shard: int
     row: int
+
+
+def read_store_meta(root: Path | str) -> dict[str, Any]:
+    """The ``store.json`` of the embedding store at ``root``; ValueError (naming the reason)
+    when ``root`` is not one or it cannot be read."""
+    root = Path(root)
+    try:
+        meta = json.loads((root / "store.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"{root} is not an embedding store (no store.json)") from None
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{root}/store.json is unreadable: {exc}") from None
+    if not isinstance(meta, dict) or meta.get("format") != STORE_FORMAT:
+        raise ValueError(f"{root} is not an embedding store")
+    return meta
 
 
 class EmbeddingStore:
@@ -104,14 +127,7 @@ class EmbeddingStore:
     def open(cls, root: Path | str) -> EmbeddingStore:
         """Open an existing store (its committed shards are read); raises ValueError."""
         root = Path(root)
-        try:
-            meta = json.loads((root / "store.json").read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ValueError(f"{root} is not an embedding store (no store.json)") from None
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"{root}/store.json is unreadable: {exc}") from None
-        if not isinstance(meta, dict) or meta.get("format") != STORE_FORMAT:
-            raise ValueError(f"{root} is not an embedding store")
+        meta = read_store_meta(root)
         if int(meta.get("version", 0)) > STORE_VERSION:
             raise ValueError(f"{root}: store version {meta.get('version')} is newer than this one")
         store = cls(root, str(meta["backbone"]), int(meta["image_size"]), int(meta["dim"]))

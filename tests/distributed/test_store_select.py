@@ -11,7 +11,6 @@ import gc
 import json
 import tracemalloc
 import weakref
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -55,23 +54,6 @@ def _write_store(
 def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray]:
     root = tmp_path_factory.mktemp("select") / "store"
     return root, _write_store(root)
-
-
-@pytest.fixture(scope="module")
-def local_ray() -> Iterator[object]:
-    import ray
-
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        log_to_driver=False,
-        configure_logging=False,
-        object_store_memory=200 * 2**20,
-    )
-    try:
-        yield ray
-    finally:
-        ray.shutdown()
 
 
 def _position(p: object) -> int:

@@ -7,34 +7,15 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from labelwheel.distributed import EmbedSource, run_embed
 from labelwheel.features.store import EmbeddingStore
 
 SIZE = 64
 BACKBONE = "efficientnet-lite0"
-
-
-@pytest.fixture(scope="module")
-def local_ray() -> Iterator[object]:
-    import ray
-
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        log_to_driver=False,
-        configure_logging=False,
-        object_store_memory=200 * 2**20,
-    )
-    try:
-        yield ray
-    finally:
-        ray.shutdown()
 
 
 def _by_ref(store: EmbeddingStore) -> dict[str, tuple[str, np.ndarray]]:
