@@ -160,7 +160,7 @@ VARIABLES: tuple[Variable, ...] = (
     ),
     Variable(
         "LABELWHEEL_PREDICT_POOL_WAIT",
-        "5",
+        "0.5",
         "Seconds a /predict waits for the project's background pool ranking (listing, embedding "
         "and ranking every unlabelled task) before it answers with provisional scores, which "
         "are replaced in Label Studio once the ranking is ready (0-60).",
@@ -254,7 +254,7 @@ class Settings:
     publish_chunk: int = 2000
     max_request_bytes: int = 64 * 2**20
     max_predict_tasks: int = 10_000
-    predict_pool_wait: float = 5.0
+    predict_pool_wait: float = 0.5
     pool_jobs: int = 2
     events_max: int = 100_000
     events_days: int = 30
