@@ -384,26 +384,35 @@ class Model:
         labelled = self.store.labelled_task_ids(project_id)
         wait = self.settings.predict_pool_wait
         ranking = self.pool_ranking(project_id, config, wait)
-        if ranking is not None:
-            missing = [
-                t for t in ids if t is not None and t not in labelled and t not in ranking.scores
-            ]
-            if missing and time.time() - ranking.computed > 1.0:
-                log.info(
-                    "project %d: %d tasks not in the pool ranking; ranking again",
-                    project_id,
-                    len(missing),
-                )
-                self.invalidate_pool(project_id)
-                ranking = self.pool_ranking(project_id, config, wait)
-        if ranking is not None:
-            return [
-                1.0  # labelled: not in the queue any more; or unknown to Label Studio's list
-                if task_id is None or task_id in labelled
-                else float(ranking.scores.get(task_id, 1.0))
-                for task_id in ids
-            ]
-        return self._provisional_scores(project_id, ids, vectors, labelled)
+        if ranking is None:
+            return self._provisional_scores(project_id, ids, vectors, labelled)
+        scores = [
+            1.0  # labelled: not in the queue any more; or unknown to Label Studio's list
+            if task_id is None or task_id in labelled
+            else float(ranking.scores.get(task_id, 1.0))
+            for task_id in ids
+        ]
+        missing = [
+            i
+            for i, t in enumerate(ids)
+            if t is not None and t not in labelled and t not in ranking.scores
+        ]
+        if missing and time.time() - ranking.computed > 1.0:
+            # tasks the ranking has not seen (new, or listed as labelled and no longer): rank
+            # the pool again in the background; meanwhile only these get provisional scores
+            log.info(
+                "project %d: %d tasks not in the pool ranking; ranking again",
+                project_id,
+                len(missing),
+            )
+            self.invalidate_pool(project_id)
+            self.pool_ranking(project_id, config, 0.0)
+            provisional = self._provisional_scores(
+                project_id, [ids[i] for i in missing], [vectors[i] for i in missing], labelled
+            )
+            for i, score in zip(missing, provisional, strict=True):
+                scores[i] = score
+        return scores
 
     def _provisional_scores(
         self,

@@ -360,3 +360,41 @@ def test_one_projects_slow_publish_does_not_hold_another_projects_training(
     ]
     assert service.published.get(a_id) is None
     assert _job(client, a_id)["state"] in ("listing", "embedding", "ranking")
+
+
+def test_a_task_new_to_the_ranking_is_the_only_provisional_one(
+    served: tuple[Any, str], ls_client: Any, digits: Any
+) -> None:
+    """One task the ranking has not seen must not make a whole batch provisional (a connect
+    asks for 2,000 tasks at a time): the others keep their pool scores, the new one gets a
+    provisional score and the pool is ranked again in the background."""
+    app, _ = served
+    client = app.test_client()
+    images, _ = digits
+    pid = int(ls_client.create_project("labelwheel new task", CONFIG_SINGLE)["id"])
+    ids = ls_client.import_tasks(pid, [{"image": data_uri(images[i])} for i in range(8)])
+    tasks = [{"id": int(t), "data": {"image": data_uri(images[i])}} for i, t in enumerate(ids)]
+    body = {"tasks": tasks[:1], "project": f"{pid}.1", "label_config": CONFIG_SINGLE}
+    client.post("/predict", json=body)
+    model = get_service(app).model
+    deadline = time.monotonic() + 60
+    while model.cached_ranking(pid) is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    ranking = model.cached_ranking(pid)
+    assert ranking is not None and sorted(ranking.scores) == sorted(int(t) for t in ids)
+    (new_id,) = ls_client.import_tasks(pid, [{"image": data_uri(images[8])}])
+    time.sleep(1.2)  # the ranking is older than a second: a stranger means the pool changed
+    batch = [*tasks, {"id": int(new_id), "data": {"image": data_uri(images[8])}}]
+    body = {"tasks": batch, "project": f"{pid}.1", "label_config": CONFIG_SINGLE}
+    results = client.post("/predict", json=body).get_json()["results"]
+    got = [r["score"] for r in results]
+    assert got[:-1] == [pytest.approx(ranking.scores[int(t)]) for t in ids]
+    assert _job(client, pid)["provisional_pending"] <= 1
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        again = model.cached_ranking(pid)
+        if again is not None and int(new_id) in again.scores:
+            break
+        time.sleep(0.2)
+    else:
+        raise AssertionError("the pool was not ranked again with the new task")
