@@ -2,7 +2,7 @@
 
 ``up`` starts a local Label Studio and the labelwheel ML backend, creates a demo
 image-classification project with real images (handwritten digits), uploads them, connects the
-backend (``labelwheel connect``), retrieves predictions and prints the URL, the login and what to
+backend (``labelwheel connect``), imports its predictions and prints the URL, the login and what to
 do next. Everything lives in one state directory, re-used on the next run:
 
 =====================  ==========================================================================

@@ -77,7 +77,7 @@ def up_command(
     """Start Label Studio and the labelwheel backend with a demo project (what `make up` runs).
 
     Creates (once) an admin user, a demo image-classification project with real images
-    (handwritten digits), connects the backend and retrieves predictions, then prints the URL,
+    (handwritten digits), connects the backend and imports its predictions, then prints the URL,
     the login and what to do next. Stays in the foreground until Ctrl-C unless --detach.
     """
     previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGINT, signal.SIGTERM)}

@@ -316,7 +316,7 @@ def run_up(
             _upload_missing(client, project_id, dataset.paths)
             _remove_stale_backends(client, project_id, backend_url)
             with _progress(
-                "connecting the backend and retrieving predictions (the first time it embeds "
+                "connecting the backend and importing its predictions (the first time it embeds "
                 "every image: about a minute)"
             ):
                 result = connect_project(
