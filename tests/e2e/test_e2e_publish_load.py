@@ -2,7 +2,7 @@
 
 On its default SQLite, Label Studio answers 500 "database is locked" to other requests while one
 client writes many predictions at once. The backend writes in paced chunks
-(:class:`labelwheel.connect.PublishPacing`) and backs off on 5xx, so annotators who ask for their
+(:class:`labelwheel.publishing.PublishPacing`) and backs off on 5xx, so annotators who ask for their
 next task and save annotations during ``connect`` and during the publish after a training see no
 error. Two annotator threads hammer Label Studio the whole time; every response is recorded.
 """
@@ -81,8 +81,27 @@ class Annotators:
                         self.saved += 1
             self._stop.wait(0.05)
 
+    def warm_up(self) -> None:
+        """Two requests with a session cookie before the load starts. Label Studio creates the
+        organisation's session-timeout policy row lazily, on the first request that carries a
+        session (``core/middleware.py``, an auto one-to-one field): a write inside a read, so if
+        any other client writes at that moment the request fails with 500 "database is locked",
+        which Label Studio's retry middleware does not retry. It happens once per organisation,
+        whoever else writes (seen once in a full run of this suite, during an import); it is
+        Label Studio's, not the publishing's, so the test lets the row exist first."""
+        session = requests.Session()
+        for _ in range(2):
+            resp = session.get(
+                f"{self.url}/api/projects/{self.project_id}/next",
+                params={"view": self.view_id},
+                headers=self.headers,
+                timeout=60,
+            )
+            assert resp.status_code in (200, 404), resp.text[:200]
+
     @contextmanager
     def running(self, n: int = 2) -> Iterator[Annotators]:
+        self.warm_up()
         threads = [threading.Thread(target=self._loop, daemon=True) for _ in range(n)]
         for t in threads:
             t.start()
