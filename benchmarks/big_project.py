@@ -39,7 +39,6 @@ import secrets
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -52,6 +51,7 @@ import requests
 from _common import RESULTS, ROOT, environment, log, write_json
 
 from labelwheel.connect import DEFAULT_PACING, VIEW_ORDERING, VIEW_TITLE, connect_project
+from labelwheel.demo.run import start_backend
 from labelwheel.demo_data import DEMO_LABELS, digit_to_rgb, load_mnist_sample
 from labelwheel.label_config import image_classification_config
 from labelwheel.ls_api import LabelStudioClient
@@ -200,38 +200,7 @@ class Backend:
             }
         )
         self.env = env
-        with open(self.log_path, "ab") as fh:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "labelwheel.cli",
-                    "serve",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(self.port),
-                ],
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                cwd=str(ROOT),
-            )
-        deadline = time.monotonic() + 180
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError("backend exited:\n" + self.log_path.read_text()[-3000:])
-            try:
-                if requests.get(self.url + "/health", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("backend not healthy:\n" + self.log_path.read_text()[-3000:])
-            time.sleep(0.3)
+        self.proc = start_backend(env, self.port, self.log_path, timeout=180)
 
     @property
     def auth(self) -> tuple[str, str]:

@@ -12,7 +12,6 @@ import re
 import secrets
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +21,8 @@ from typing import Any, TypeVar
 import requests
 
 from labelwheel.connect import connect_project
+from labelwheel.demo.run import start_backend
+from labelwheel.demo.state import DemoError
 from labelwheel.label_config import image_classification_config
 from labelwheel.ls_api import LabelStudioClient
 from labelwheel.ls_local import free_port
@@ -80,43 +81,10 @@ class Backend:
 
     def start(self, timeout: float = 120.0) -> Backend:
         """Start the process and wait for ``GET /health``."""
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "labelwheel.cli",
-                    "serve",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(self.port),
-                ],
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-        def healthy() -> bool:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise AssertionError(
-                    f"backend exited with {self.proc.returncode}:\n{self.log_tail()}"
-                )
-            try:
-                return requests.get(f"{self.url}/health", timeout=2).status_code == 200
-            except requests.RequestException:
-                return False
-
-        deadline = time.monotonic() + timeout
-        while not healthy():
-            if time.monotonic() > deadline:
-                self.stop()
-                raise AssertionError(f"backend not healthy in {timeout} s:\n{self.log_tail()}")
-            time.sleep(0.3)
+        try:
+            self.proc = start_backend(self.env, self.port, self.log_path, timeout)
+        except DemoError as exc:
+            raise AssertionError(f"{exc}\n{self.log_tail()}") from None
         return self
 
     def kill(self, sig: signal.Signals = signal.SIGKILL) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from lead_helpers import choice_result
 from PIL import Image
 
 
@@ -54,18 +55,6 @@ def _write_pngs(
 
 
 LS_CLASSES = ["0", "1", "7"]
-
-
-def choice_result(label: str) -> list[dict]:
-    """A Choices annotation result for the image classification config."""
-    return [
-        {
-            "from_name": "choice",
-            "to_name": "image",
-            "type": "choices",
-            "value": {"choices": [label]},
-        }
-    ]
 
 
 @pytest.fixture(scope="session")

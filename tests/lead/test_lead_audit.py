@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from lead_helpers import choice_result
 from PIL import Image
 
 from labelwheel.cli import cli
@@ -297,17 +298,6 @@ def test_cli_offline_errors(offline_set, cache, tmp_path) -> None:
 # ---------------------------------------------------------------------- real Label Studio
 
 
-def _choice(label: str) -> list[dict[str, Any]]:
-    return [
-        {
-            "from_name": "choice",
-            "to_name": "image",
-            "type": "choices",
-            "value": {"choices": [label]},
-        }
-    ]
-
-
 @pytest.fixture(scope="module")
 def ls_project(label_studio, tmp_path_factory, mnist_images) -> dict[str, Any]:
     """45 MNIST uploads (15 each of 0, 1, 7), every one annotated; 3 annotations are wrong and
@@ -334,9 +324,9 @@ def ls_project(label_studio, tmp_path_factory, mnist_images) -> dict[str, Any]:
     ids = client.import_files(project["id"], paths)
     wrong = {ids[i]: OTHER[truth[i]] for i in (4, 17, 30)}
     for tid, lab in zip(ids, truth, strict=True):
-        client.create_annotation(tid, _choice(wrong.get(tid, lab)))
+        client.create_annotation(tid, choice_result(wrong.get(tid, lab)))
     disputed = ids[8]
-    client.create_annotation(disputed, _choice("1" if truth[8] != "1" else "0"))
+    client.create_annotation(disputed, choice_result("1" if truth[8] != "1" else "0"))
     return {"id": project["id"], "ids": ids, "wrong": wrong, "disputed": disputed}
 
 
@@ -575,8 +565,8 @@ def test_audit_flags_training_copies_of_held_out_tasks_in_label_studio(
     ids = client.import_files(pid, [*paths, copy])
     held = ids[26:30]
     for i, tid in enumerate(ids[:28]):
-        client.create_annotation(tid, _choice(truth[i]))
-    client.create_annotation(ids[30], _choice(truth[27]))  # the copy, labelled right
+        client.create_annotation(tid, choice_result(truth[i]))
+    client.create_annotation(ids[30], choice_result(truth[27]))  # the copy, labelled right
     for tid in held:
         data = {**client.get_task(tid)["data"], "split": "Test"}
         client.request("PATCH", f"/api/tasks/{tid}", json={"data": data})

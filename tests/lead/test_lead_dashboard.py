@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import torch
 from flask import Flask
+from lead_helpers import choice_result
 
 from labelwheel.ls_api import LabelStudioClient
 from labelwheel.ml_backend.dashboard import bp
@@ -286,17 +287,6 @@ def test_dashboard_in_headless_chromium(served, project, client) -> None:
 
 
 # --------------------------------------------------------------------------- audit panel
-
-
-def choice_result(label: str) -> list[dict[str, Any]]:
-    return [
-        {
-            "from_name": "choice",
-            "to_name": "image",
-            "type": "choices",
-            "value": {"choices": [label]},
-        }
-    ]
 
 
 @pytest.fixture(scope="module")
