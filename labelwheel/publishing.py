@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from labelwheel.ls_api import LabelStudioClient, LabelStudioError
 
@@ -43,6 +43,8 @@ __all__ = [
 ]
 
 log = logging.getLogger("labelwheel.publishing")
+
+T = TypeVar("T")
 
 PredictFn = Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
 """Tasks (``id``, ``data``) -> one prediction each (``result``, ``score``, ``model_version``)."""
@@ -87,6 +89,15 @@ class PublishPacing:
         wanted = max(0.0, chunk_seconds) * (1.0 - self.duty) / self.duty
         return min(self.max_pause, max(self.pause, wanted))
 
+    def chunks(self, items: Sequence[T]) -> Iterator[tuple[int, Sequence[T]]]:
+        """``(start, chunk)`` for consecutive chunks of ``items``; between two chunks it sleeps
+        :meth:`pause_after` the time the caller spent on the previous one."""
+        for start in range(0, len(items), self.chunk_size):
+            began = time.monotonic()
+            yield start, items[start : start + self.chunk_size]
+            if start + self.chunk_size < len(items):
+                time.sleep(self.pause_after(time.monotonic() - began))
+
 
 DEFAULT_PACING = PublishPacing()
 
@@ -111,14 +122,10 @@ def retrieve_in_chunks(
     """
     ids = [int(t) for t in task_ids]
     total = len(ids)
-    for start in range(0, total, pacing.chunk_size):
-        chunk = ids[start : start + pacing.chunk_size]
-        began = time.monotonic()
+    for start, chunk in pacing.chunks(ids):
         client.retrieve_predictions(project_id, chunk, busy_retries=pacing.busy_retries)
         if progress is not None:
             progress(start + len(chunk), total)
-        if start + len(chunk) < total:
-            time.sleep(pacing.pause_after(time.monotonic() - began))
     return total
 
 
@@ -183,9 +190,8 @@ def push_predictions(
     project_id = int(project_id)
     total = len(tasks)
     versions: list[str] = []
-    for start in range(0, total, pacing.chunk_size):
-        chunk = [dict(t) for t in tasks[start : start + pacing.chunk_size]]
-        began = time.monotonic()
+    for start, part in pacing.chunks(tasks):
+        chunk = [dict(t) for t in part]
         predictions = predict(chunk)
         if len(predictions) != len(chunk):
             raise ValueError(
@@ -223,8 +229,6 @@ def push_predictions(
             break
         if progress is not None:
             progress(start + len(chunk), total)
-        if start + len(chunk) < total:
-            time.sleep(pacing.pause_after(time.monotonic() - began))
     return versions
 
 

@@ -385,13 +385,8 @@ class PoolJobs:
             if task in wanted and pred.get("model_version") == ranking.version:
                 found[int(task)] = int(pred["id"])
         done = [t for t in wanted if t not in ranking.scores]  # labelled meanwhile
-        items = sorted(found.items())
-        began = time.monotonic()
-        for start in range(0, len(items), pacing.chunk_size):
-            if start:
-                time.sleep(pacing.pause_after(time.monotonic() - began))
-            began = time.monotonic()
-            for task_id, pred_id in items[start : start + pacing.chunk_size]:
+        for _, chunk in pacing.chunks(sorted(found.items())):
+            for task_id, pred_id in chunk:
                 score = ranking.scores.get(task_id)
                 if score is None:
                     continue
