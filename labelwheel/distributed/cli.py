@@ -39,7 +39,12 @@ __all__ = ["embed_command", "select_command"]
 @click.option(
     "--actors",
     type=click.IntRange(1, None),
-    help="Ray actors, one backbone each (default: the cluster's CPUs).",
+    help="Ray actors, one backbone each (default: the cluster's CPUs / --actor-cpus).",
+)
+@click.option(
+    "--actor-cpus",
+    type=click.IntRange(1, None),
+    help="CPUs (inference threads) per Ray actor (default: a node's CPUs, at most 4).",
 )
 @click.option(
     "--batch-size",
@@ -67,6 +72,7 @@ def embed_command(
     s3_endpoint_url: str | None,
     ray_address: str | None,
     actors: int | None,
+    actor_cpus: int | None,
     batch_size: int,
     shard_rows: int,
     backbone: str,
@@ -99,6 +105,7 @@ def embed_command(
             shard_rows=shard_rows,
             ray_address=ray_address,
             actors=actors,
+            actor_cpus=actor_cpus,
             progress=not quiet,
         )
     except ValueError as exc:

@@ -27,7 +27,7 @@ from labelwheel.distributed.sources import EmbedSource
 from labelwheel.features import DEFAULT_BACKBONE, DEFAULT_IMAGE_SIZE, Embedder
 from labelwheel.features.store import EmbeddingStore
 
-__all__ = ["BatchEmbedder", "EmbedResult", "run_embed"]
+__all__ = ["BatchEmbedder", "EmbedResult", "default_actor_cpus", "run_embed"]
 
 Batch = dict[str, Any]
 
@@ -134,6 +134,20 @@ def attach_ray(address: str) -> tuple[Any, bool]:
     return ray, True
 
 
+MAX_ACTOR_CPUS = 4
+"""Default cap on an actor's CPUs: ONNX Runtime's intra-op threads scale well up to about 4 on
+batches of 16-32 images; a bigger node gets several actors."""
+
+
+def default_actor_cpus(nodes: Iterable[dict[str, Any]]) -> int:
+    """CPUs per actor when not given, from ``ray.nodes()``: the CPUs of the largest live node,
+    at most :data:`MAX_ACTOR_CPUS`. One multi-threaded actor per node beat one single-threaded
+    actor per CPU in ``benchmarks/ray_embed.py`` (2 CPUs: Ray's overhead on a long job +8 %
+    against +23 %), and loads fewer backbones."""
+    per_node = [int(node.get("Resources", {}).get("CPU", 0)) for node in nodes if node.get("Alive")]
+    return max(1, min(MAX_ACTOR_CPUS, max(per_node, default=1)))
+
+
 def _on_ray(
     refs: list[str],
     source: EmbedSource,
@@ -144,11 +158,17 @@ def _on_ray(
     batch_size: int,
     inference: str | None,
     actors: int | None,
+    actor_cpus: int | None = None,
 ) -> Iterator[Batch]:
     ray, started = attach_ray(address)
     try:
+        total = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        if actor_cpus is None:  # as many CPUs as a node has (capped), or a share of them all
+            actor_cpus = default_actor_cpus(ray.nodes())
+            if actors is not None:
+                actor_cpus = max(1, min(actor_cpus, total // actors))
         if actors is None:
-            actors = max(1, int(ray.cluster_resources().get("CPU", 1)))
+            actors = max(1, total // actor_cpus)
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
         # enough blocks for every actor to get work, without one block per batch on huge pools
@@ -169,7 +189,9 @@ def _on_ray(
             # batches at a time (one embedding, one waiting), so the work spreads over the
             # actors as they come up instead of queueing on the first one ready
             compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=2),
-            num_cpus=1,
+            # Ray sets OMP_NUM_THREADS to this in the actor: its ONNX Runtime session takes as
+            # many intra-op threads (labelwheel.features.runtime.inference_threads)
+            num_cpus=actor_cpus,
         )
         yield from ds.iter_batches(batch_size=None, batch_format="numpy")
     finally:
@@ -187,6 +209,7 @@ def run_embed(
     shard_rows: int = 4096,
     ray_address: str | None = None,
     actors: int | None = None,
+    actor_cpus: int | None = None,
     inference: str | None = None,
     progress: bool = False,
 ) -> EmbedResult:
@@ -199,6 +222,8 @@ def run_embed(
     """
     if batch_size < 1 or shard_rows < 1:
         raise ValueError("batch size and shard rows must be at least 1")
+    if actor_cpus is not None and actor_cpus < 1:
+        raise ValueError("each Ray actor needs at least 1 CPU (--actor-cpus)")
     if ray_address:
         _host_port(ray_address)
     out = Path(out)
@@ -231,6 +256,7 @@ def run_embed(
             batch_size=batch_size,
             inference=inference,
             actors=actors,
+            actor_cpus=actor_cpus,
         )
     else:
         worker = BatchEmbedder(source, backbone, image_size, batch_size, inference)

@@ -65,3 +65,35 @@ def test_ray_writes_the_store_the_in_process_path_writes(
     )
     assert (again.skipped, again.embedded, again.shards) == (24, 0, 0)
     assert local_ray.is_initialized()  # type: ignore[attr-defined]  # the caller's Ray is kept
+
+
+def test_default_actor_cpus_is_a_node_capped_at_four() -> None:
+    from labelwheel.distributed.job import default_actor_cpus
+
+    def node(cpus: float, alive: bool = True) -> dict[str, object]:
+        return {"Alive": alive, "Resources": {"CPU": cpus}}
+
+    assert default_actor_cpus([node(2)]) == 2
+    assert default_actor_cpus([node(2), node(16)]) == 4
+    assert default_actor_cpus([node(1), node(3), node(64, alive=False)]) == 3
+    assert default_actor_cpus([]) == 1
+    assert default_actor_cpus([{"Alive": True, "Resources": {}}]) == 1
+
+
+def test_default_ray_job_runs_one_actor_per_node(
+    local_ray: object, photo_folder: Path, tmp_path: Path
+) -> None:
+    """On this machine's local Ray (one node), the default is one actor with the node's CPUs."""
+    import ray
+
+    cpus = int(ray.cluster_resources()["CPU"])
+    result = run_embed(
+        EmbedSource(str(photo_folder)),
+        tmp_path / "store",
+        backbone=BACKBONE,
+        image_size=SIZE,
+        batch_size=8,
+        ray_address="local",
+    )
+    assert result.embedded == result.listed > 0 and not result.failed
+    assert len(result.workers) == max(1, cpus // min(4, cpus))
