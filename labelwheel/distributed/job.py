@@ -141,9 +141,11 @@ batches of 16-32 images; a bigger node gets several actors."""
 
 def default_actor_cpus(nodes: Iterable[dict[str, Any]]) -> int:
     """CPUs per actor when not given, from ``ray.nodes()``: the CPUs of the largest live node,
-    at most :data:`MAX_ACTOR_CPUS`. One multi-threaded actor per node beat one single-threaded
-    actor per CPU in ``benchmarks/ray_embed.py`` (2 CPUs: Ray's overhead on a long job +8 %
-    against +23 %), and loads fewer backbones."""
+    at most :data:`MAX_ACTOR_CPUS`. Each actor holds a backbone and its runtime (about 0.9 GiB
+    resident with ONNX Runtime here): one actor per CPU on a 16-CPU node would hold 16 of them.
+    On this 2-CPU machine both layouts cost the same on a long job (``benchmarks/ray_embed.py``,
+    quiet machine: +5 % with 1 actor of 2 CPUs, +6 % with 2 actors of 1 CPU, against in-process);
+    the multi-CPU actor takes about a second longer to start."""
     per_node = [int(node.get("Resources", {}).get("CPU", 0)) for node in nodes if node.get("Alive")]
     return max(1, min(MAX_ACTOR_CPUS, max(per_node, default=1)))
 
