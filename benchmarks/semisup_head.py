@@ -88,7 +88,14 @@ def main() -> None:
     common: dict[str, Any] = {"batch_size": args.batch_size, "seeds": args.seeds}
     log(f"{args.dataset}: random + plain head to {2 * args.budget} labels")
     plain = run_simulation(
-        X_pool, y_pool, X_test, y_test, ["random"], budget=2 * args.budget, **common
+        X_pool,
+        y_pool,
+        X_test,
+        y_test,
+        ["random"],
+        budget=2 * args.budget,
+        semi_supervised="none",
+        **common,
     )
     log(f"{args.dataset}: {len(names)} strategies + semi-supervised head to {args.budget}")
     semi = run_simulation(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 
 def fsync_dir(directory: Path) -> None:
@@ -50,11 +51,24 @@ def atomic_write_bytes(path: Path, data: bytes, fsync: bool = True) -> None:
 
     ``fsync=False`` skips both flushes to disk (for caches, whose readers validate and recompute).
     """
+    _atomic_write(path, lambda fh: fh.write(data), fsync)
+
+
+def atomic_save_array(path: Path, array: Any, fsync: bool = False) -> None:
+    """``numpy.save`` to ``path`` atomically, streamed to the temp file (no copy of a large
+    array in memory). A reader that memory-maps the old file keeps reading it after the rename.
+    Default ``fsync=False``: for derived data that can be computed again."""
+    import numpy as np
+
+    _atomic_write(path, lambda fh: np.save(fh, array, allow_pickle=False), fsync)
+
+
+def _atomic_write(path: Path, write: Any, fsync: bool) -> None:
     make_dirs(path.parent, fsync=fsync)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            write(fh)
             fh.flush()
             if fsync:
                 os.fsync(fh.fileno())

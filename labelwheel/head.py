@@ -14,9 +14,11 @@ label for multi-label configs), :class:`LinearProbe`:
   warm-started from the full fit, so it costs little) once every class has
   :data:`CALIBRATE_MIN_PER_CLASS` labels. Dividing the logits by a temperature never changes the
   predicted class, so calibration moves the confidence annotators see, never the accuracy;
-- **semi-supervised** (``HeadConfig.semi_supervised``, off by default): given the pool's
-  embeddings (``pool=``), pseudo-labelled pool rows join the regression
-  (:mod:`labelwheel.semisup`); the temperature is still fitted on real labels only;
+- **semi-supervised** (``HeadConfig.semi_supervised``; ``"none"`` in a bare ``HeadConfig``, while
+  the backend, the simulator and the lead tools default to
+  :data:`labelwheel.semisup.DEFAULT_SEMI`): given the pool's embeddings (``pool=``),
+  pseudo-labelled pool rows join the regression (:mod:`labelwheel.semisup`); the temperature is
+  still fitted on real labels only;
 - with labels of fewer than two classes there is nothing to tell apart: :class:`NotEnoughLabels`.
 
 The probe itself (:class:`LinearProbe`, :class:`HeadConfig`, :class:`Scaling`) lives in

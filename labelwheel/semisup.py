@@ -34,8 +34,12 @@ import numpy as np
 import scipy.sparse as sp
 
 __all__ = [
+    "DEFAULT_SEMI",
     "GRAPH_DIM",
+    "MAX_GRAPH_ROWS",
     "MAX_PSEUDO_PER_CLASS",
+    "MAX_PSEUDO_ROWS",
+    "PCA_SAMPLE_ROWS",
     "SEMI_MODES",
     "PoolGraph",
     "Pseudo",
@@ -46,10 +50,23 @@ __all__ = [
 
 SEMI_MODES: tuple[str, ...] = ("none", "spreading", "self_training")
 """Values of :attr:`labelwheel.head.HeadConfig.semi_supervised`."""
+DEFAULT_SEMI = "spreading"
+"""The product's default, one value for the backend (``LABELWHEEL_HEAD_SEMI``), the simulator
+and the data-lead tools: label spreading gave 0.39-0.47× the labels of the plain head on real
+sets (``benchmarks/results/semisup_head_*.md``)."""
+MAX_GRAPH_ROWS = 30_000
+"""Pools larger than this are spread over an evenly strided subset of this many rows (the
+kNN search is O(N²); pseudo-labels are capped per class anyway)."""
 GRAPH_DIM = 64
 """Embeddings are reduced to at most this many PCA dimensions before the kNN search."""
 MAX_PSEUDO_PER_CLASS = 2000
 """Cap on pseudo-labelled rows per class (bounds the regression's size on large pools)."""
+MAX_PSEUDO_ROWS = 8000
+"""Cap on pseudo-labelled rows in all, shared evenly by the classes: the regression's float64
+copy of its rows is the training process's largest allocation (8,000 × 1,280 × 8 bytes = 78 MiB;
+20,000 rows took the process from 207 to 600 MiB on a 20,000-task pool)."""
+PCA_SAMPLE_ROWS = 5000
+"""The graph's PCA is fitted on at most this many evenly strided rows of the pool."""
 _CACHE_SIZE = 2
 
 
@@ -122,7 +139,7 @@ def pool_graph(pool: np.ndarray, k: int = 10) -> PoolGraph:
             _cache.move_to_end(key)
             return _cache[key]
     n = pool.shape[0]
-    sample = pool if n <= 20_000 else pool[:: n // 20_000 + 1]
+    sample = pool if n <= PCA_SAMPLE_ROWS else pool[:: -(-n // PCA_SAMPLE_ROWS)]
     zs = _normalise(sample)
     mean = zs.mean(axis=0)
     dim = min(GRAPH_DIM, zs.shape[1], zs.shape[0])
@@ -134,8 +151,8 @@ def pool_graph(pool: np.ndarray, k: int = 10) -> PoolGraph:
         components = np.eye(zs.shape[1], dtype=np.float32)
     components = np.asarray(components, dtype=np.float32)
     space = np.empty((n, components.shape[0]), dtype=np.float32)
-    for s in range(0, n, 8192):  # in chunks: no normalised copy of a large pool
-        space[s : s + 8192] = _normalise((_normalise(pool[s : s + 8192]) - mean) @ components.T)
+    for s in range(0, n, 2048):  # in chunks: no normalised copy of a large pool
+        space[s : s + 2048] = _normalise((_normalise(pool[s : s + 2048]) - mean) @ components.T)
     n = space.shape[0]
     kk = min(k + 1, n)
     sims, nbrs = _search(space, space, kk)
@@ -222,6 +239,13 @@ def pseudo_labels(
         raise ValueError(f"keep must be in (0, 1], got {keep!r}")
     y = np.asarray(y, dtype=np.int64)
     n_classes = int(y.max()) + 1 if y.size else 0
+    n = len(pool)
+    if n > MAX_GRAPH_ROWS:  # an evenly strided subset; its rows are mapped back at the end
+        subset = np.arange(0, n, -(-n // MAX_GRAPH_ROWS))
+        found = pseudo_labels(
+            mode, np.asarray(pool[subset]), x_labelled, y, keep=keep, k=k, predict=predict
+        )
+        return Pseudo(subset[found.rows], found.classes, found.confidence)
     if mode == "spreading":
         scores = spread_labels(pool_graph(pool, k), x_labelled, y, n_classes)
     else:
@@ -234,6 +258,8 @@ def pseudo_labels(
     if mode == "spreading" and predict is not None:
         reached &= np.argmax(predict(pool), axis=1) == classes
     confidence = np.where(reached, confidence, 0.0)
-    rows = _per_class(np.where(reached, classes, -1), confidence, keep, MAX_PSEUDO_PER_CLASS)
+    present = max(1, int(np.unique(classes[reached]).size))
+    limit = min(MAX_PSEUDO_PER_CLASS, max(1, MAX_PSEUDO_ROWS // present))
+    rows = _per_class(np.where(reached, classes, -1), confidence, keep, limit)
     rows = rows[reached[rows]]
     return Pseudo(rows, classes[rows], confidence[rows])

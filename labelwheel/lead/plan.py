@@ -21,10 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from labelwheel.head import NotEnoughLabels, Scaling, fit_codes
+from labelwheel.head import HeadConfig, NotEnoughLabels, Scaling, fit_codes
 from labelwheel.lead import _filters
 from labelwheel.lead.coverage import cluster_pool, default_n_clusters
 from labelwheel.pool import Pool
+from labelwheel.semisup import DEFAULT_SEMI
 
 REASONS = ("anomaly", "uncovered cluster", "uncertain")
 VIEW_PREFIX = "labelwheel: next"
@@ -324,12 +325,20 @@ def write_ranked_view(
 def fit_probabilities(
     x_train: np.ndarray, y_train: np.ndarray, x_pool: np.ndarray, n_classes: int
 ) -> np.ndarray | None:
-    """The product's head trained on the labelled rows (standardised with the pool's statistics):
+    """The product's head trained on the labelled rows (standardised with the pool's statistics,
+    semi-supervised on the pool as the backend's default head is):
     ``(len(x_pool), n_classes)`` probabilities, or None before two classes have labels."""
     if x_pool.shape[0] == 0:
         return None
     try:
-        head = fit_codes(x_train, y_train, n_classes, scaling=Scaling.of(x_pool))
+        head = fit_codes(
+            x_train,
+            y_train,
+            n_classes,
+            config=HeadConfig(semi_supervised=DEFAULT_SEMI),
+            scaling=Scaling.of(x_pool),
+            pool=x_pool,
+        )
     except NotEnoughLabels:
         return None
     return head.predict_proba(x_pool)

@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 
 from labelwheel.features import DEFAULT_BACKBONE
 from labelwheel.publishing import PublishPacing
-from labelwheel.semisup import SEMI_MODES
+from labelwheel.semisup import DEFAULT_SEMI, SEMI_MODES
 
 
 class ConfigError(ValueError):
@@ -65,11 +65,12 @@ VARIABLES: tuple[Variable, ...] = (
     ),
     Variable(
         "LABELWHEEL_HEAD_SEMI",
-        "none",
-        "Semi-supervised head: none, spreading (label spreading on the kNN graph of the pool's "
-        "embeddings, pseudo-labels where it agrees with the plain head) or self_training; "
-        "calibration stays on real labels. Takes effect when the training is given the pool's "
-        "embeddings.",
+        DEFAULT_SEMI,
+        "Semi-supervised head: spreading (label spreading on the kNN graph of the pool's "
+        "embeddings, pseudo-labels where it agrees with the plain head), self_training, or "
+        "none (the plain head); calibration stays on real labels. A pool ranking saves the "
+        "pool's embeddings (MODEL_DIR/projects/<id>/pool.npy) for the training process; "
+        "until the first ranking a training uses the plain head.",
     ),
     Variable(
         "LABELWHEEL_CONTROL_FRACTION",
@@ -236,7 +237,7 @@ class Settings:
     basic_auth_user: str | None = None
     basic_auth_pass: str | None = None
     strategy: str = "adaptive"
-    head_semi: str = "none"
+    head_semi: str = DEFAULT_SEMI
     retrain_every: int = 10
     backbone: str = DEFAULT_BACKBONE
     image_size: int = 224

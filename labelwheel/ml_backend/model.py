@@ -155,9 +155,20 @@ class Model:
         labels: Sequence[str],
         multi_label: bool,
         scaling: Scaling | None = None,
+        pool: np.ndarray | Path | None = None,
     ) -> tuple[Head, dict[str, Any]]:
-        """:func:`labelwheel.head.train_head` in the training process."""
-        return self._fit_process.fit(x, label_sets, labels, multi_label, scaling)
+        """:func:`labelwheel.head.train_head` in the training process, with the head's use of
+        the unlabelled ``pool`` (its embeddings, or the path of the ``.npy`` file a ranking
+        saved) that ``LABELWHEEL_HEAD_SEMI`` says."""
+        return self._fit_process.fit(
+            x,
+            label_sets,
+            labels,
+            multi_label,
+            scaling,
+            semi_supervised=self.settings.head_semi,
+            pool=pool,
+        )
 
     # -- heads ----------------------------------------------------------------------------------
 
@@ -257,6 +268,7 @@ class Model:
                 config.labels,
                 config.multi_label,
                 self.rankings.scaling(project_id),
+                self.rankings.pool_path(project_id),
             )
         except NotEnoughLabels:
             raise

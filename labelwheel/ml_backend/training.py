@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -63,14 +64,15 @@ class FitProcess:
         scaling: Scaling | None = None,
         *,
         semi_supervised: str = "none",
-        pool: np.ndarray | None = None,
+        pool: np.ndarray | Path | None = None,
     ) -> tuple[Head, dict[str, Any]]:
         """:func:`labelwheel.head.train_head` in the training process.
 
         ``semi_supervised`` (``LABELWHEEL_HEAD_SEMI``) with ``pool``, the project's pool
-        embeddings: the semi-supervised head (:mod:`labelwheel.semisup`); the pool is pickled to
-        the training process (N·d·4 bytes: 19 MB for 3,750 × 1,280), where its kNN graph is
-        cached between trainings while the pool is unchanged."""
+        embeddings: the semi-supervised head (:mod:`labelwheel.semisup`). A path (a ``.npy``
+        file, what the backend passes) is memory-mapped by the training process: nothing of
+        the pool is copied through the pipe. An array is pickled to it (N·d·4 bytes). A pool
+        file that cannot be read gives the plain head, and says so in the metrics."""
         with self._lock:
             if self._pool is None:
                 self._pool = ProcessPoolExecutor(
@@ -112,7 +114,28 @@ def _train(
     multi_label: bool,
     scaling: Scaling | None,
     semi_supervised: str = "none",
-    pool: np.ndarray | None = None,
+    pool: np.ndarray | Path | None = None,
 ) -> tuple[Head, dict[str, Any]]:
     config = HeadConfig(semi_supervised=semi_supervised)
-    return train_head(x, label_sets, labels, multi_label, config=config, scaling=scaling, pool=pool)
+    problem: str | None = None
+    rows: np.ndarray | None = None
+    if semi_supervised == "none":
+        pass
+    elif isinstance(pool, Path):
+        try:
+            rows = np.load(pool, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            problem = f"the pool file cannot be read ({exc})"
+        if rows is not None and (rows.ndim != 2 or rows.shape[1] != np.shape(x)[1]):
+            problem = f"the pool file holds shape {rows.shape}, not (n, {np.shape(x)[1]})"
+            rows = None
+    elif pool is None:
+        problem = "no pool embeddings yet (the pool has not been ranked)"
+    else:
+        rows = pool
+    head, metrics = train_head(
+        x, label_sets, labels, multi_label, config=config, scaling=scaling, pool=rows
+    )
+    if problem is not None:
+        metrics["semi_supervised_skipped"] = problem
+    return head, metrics

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from labelwheel.semisup import DEFAULT_SEMI, SEMI_MODES
 from labelwheel.simulate.data import load_features
 from labelwheel.simulate.loop import DEFAULT_STRATEGIES, available_strategies, run_simulation
 
@@ -92,11 +93,11 @@ def _parse_seeds(value: str) -> list[int]:
 @click.option(
     "--semi-supervised",
     "semi_supervised",
-    type=click.Choice(["none", "spreading", "self_training"]),
-    default="none",
+    type=click.Choice(list(SEMI_MODES)),
+    default=DEFAULT_SEMI,
     show_default=True,
-    help="The head's use of the unlabelled pool: label spreading on its kNN graph, or "
-    "self-training (as LABELWHEEL_HEAD_SEMI in the backend).",
+    help="The head's use of the unlabelled pool: label spreading on its kNN graph, "
+    "self-training, or none (the plain head); as LABELWHEEL_HEAD_SEMI in the backend.",
 )
 @click.option(
     "--balanced/--no-balanced",

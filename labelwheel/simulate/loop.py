@@ -31,6 +31,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from labelwheel.head import DEFAULT_CONFIG, Head, HeadConfig, Scaling, fit_codes
+from labelwheel.semisup import DEFAULT_SEMI
 from labelwheel.simulate.results import SimulationResults
 
 DEFAULT_STRATEGIES: tuple[str, ...] = (
@@ -67,7 +68,7 @@ class Classifier:
         tol: float = DEFAULT_CONFIG.tol,
         scaling: Scaling | None = None,
         calibrate: bool = True,
-        semi_supervised: str = "none",
+        semi_supervised: str = DEFAULT_SEMI,
         pool: np.ndarray | None = None,
     ) -> None:
         self.n_classes = n_classes
@@ -258,7 +259,7 @@ def run_simulation(
     on_round: Callable[[str, int, int, float], None] | None = None,
     meta: Mapping[str, Any] | None = None,
     threads: int | None = 1,
-    semi_supervised: str = "none",
+    semi_supervised: str = DEFAULT_SEMI,
     balanced: bool = False,
 ) -> SimulationResults:
     """Run the pool-based active-learning loop for every strategy and seed.
@@ -323,7 +324,7 @@ def _run_simulation(
     progress: bool,
     on_round: Callable[[str, int, int, float], None] | None,
     meta: Mapping[str, Any] | None,
-    semi_supervised: str = "none",
+    semi_supervised: str = DEFAULT_SEMI,
     balanced: bool = False,
 ) -> SimulationResults:
     HeadConfig(semi_supervised=semi_supervised)  # a clear error for an unknown mode, up front

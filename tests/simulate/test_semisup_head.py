@@ -18,7 +18,7 @@ from labelwheel.head import (
     save_head,
     train_head,
 )
-from labelwheel.semisup import pool_graph, pseudo_labels, spread_labels
+from labelwheel.semisup import DEFAULT_SEMI, pool_graph, pseudo_labels, spread_labels
 from labelwheel.simulate import run_simulation
 
 SEMI = HeadConfig(semi_supervised="spreading")
@@ -114,6 +114,20 @@ def test_pseudo_labels_are_balanced_per_class_and_agree_with_the_probe() -> None
     assert np.all((got.confidence > 0) & (got.confidence <= 1))
 
 
+def test_a_pool_over_the_graph_cap_is_spread_on_a_strided_subset(monkeypatch) -> None:
+    """Past MAX_GRAPH_ROWS the graph is built on every k-th row (the kNN search is O(N²));
+    the pseudo-labels name rows of the whole pool, of that subset, with their true classes."""
+    import labelwheel.semisup as semisup
+
+    x, y = _blobs()
+    monkeypatch.setattr(semisup, "MAX_GRAPH_ROWS", 100)
+    labelled = np.array([0, 100, 200])
+    got = pseudo_labels("spreading", x, x[labelled], y[labelled], keep=1.0)
+    assert got.rows.size > 60  # most of the 100 subset rows
+    assert np.all(got.rows % 3 == 0)  # 300 rows, cap 100: every 3rd row
+    assert np.all(got.classes == y[got.rows])
+
+
 def test_pool_graph_is_sparse_and_cached() -> None:
     x, _ = _blobs()
     g = pool_graph(x, 10)
@@ -157,7 +171,12 @@ def test_simulator_runs_the_semi_head_and_records_it(digits) -> None:
         X_pool, y_pool, X_test, y_test, ["random"], budget=20, seeds=2, semi_supervised="spreading"
     )
     assert res.meta["semi_supervised"] == "spreading"
-    plain = run_simulation(X_pool, y_pool, X_test, y_test, ["random"], budget=20, seeds=2)
+    default = run_simulation(X_pool, y_pool, X_test, y_test, ["random"], budget=20, seeds=2)
+    assert default.meta["semi_supervised"] == DEFAULT_SEMI == "spreading"  # the product's head
+    np.testing.assert_array_equal(default.accuracy["random"], res.accuracy["random"])
+    plain = run_simulation(
+        X_pool, y_pool, X_test, y_test, ["random"], budget=20, seeds=2, semi_supervised="none"
+    )
     # same picks (random, same seeds), the semi head is better at 20 labels
     assert res.picks["random"] == plain.picks["random"]
     assert res.accuracy["random"][:, -1].mean() > plain.accuracy["random"][:, -1].mean()
@@ -194,9 +213,7 @@ def test_backend_setting_names_the_variable_on_a_bad_mode(tmp_path) -> None:
     from labelwheel.ml_backend.config import ConfigError, Settings
 
     base = {"MODEL_DIR": str(tmp_path)}
-    assert Settings.from_env(base).head_semi == "none"
-    assert Settings.from_env({**base, "LABELWHEEL_HEAD_SEMI": " Spreading "}).head_semi == (
-        "spreading"
-    )
+    assert Settings.from_env(base).head_semi == DEFAULT_SEMI == "spreading"
+    assert Settings.from_env({**base, "LABELWHEEL_HEAD_SEMI": " None "}).head_semi == "none"
     with pytest.raises(ConfigError, match="LABELWHEEL_HEAD_SEMI"):
         Settings.from_env({**base, "LABELWHEEL_HEAD_SEMI": "magic"})
