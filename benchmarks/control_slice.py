@@ -47,12 +47,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, environment, log, write_json
 
 from labelwheel.head import Scaling
+from labelwheel.lead.honest import ControlLabel, PoolConfidence, ppi_accuracy, wilson
 from labelwheel.pool import queue_order
 from labelwheel.pool.control import control_seed, interleave_control
+from labelwheel.semisup import DEFAULT_SEMI
 from labelwheel.simulate.loop import Classifier
 
 TOLERANCE = 0.03
-LARGE_SLICES = (50, 100, 200, 400, 800)
+LARGE_SLICES = (20, 50, 100, 200, 400, 800)
 Z90 = 1.6448536269514722  # two-sided 90%: "within ±3 points in 9 of 10 seeds"
 
 
@@ -76,15 +78,22 @@ def run_seed(
     xp, yp, xt, yt = load(dataset, seed)
     n_classes = int(max(yp.max(), yt.max()) + 1)
     scaling = Scaling.of(xp)
+
+    def classifier() -> Classifier:
+        # the product's head: semi-supervised over the pool, as the backend fits it
+        return Classifier(n_classes, scaling=scaling, semi_supervised=DEFAULT_SEMI, pool=xp)
+
     labeled = np.zeros(len(yp), dtype=bool)
-    log_rows: list[tuple[int, int, bool, bool]] = []  # (version, row, control, correct)
+    # (version, row, control, correct, confidence in the pre-label)
+    log_rows: list[tuple[int, int, bool, bool, float]] = []
     truth: dict[int, float] = {}
+    pools: dict[str, PoolConfidence] = {}  # version -> its confidence over the unlabelled pool
     version = 0
     started = time.perf_counter()
     while labeled.sum() < budget:
         model = None
         if labeled.any():
-            model = Classifier(n_classes, scaling=scaling).fit(xp[labeled], yp[labeled])
+            model = classifier().fit(xp[labeled], yp[labeled])
             if not model.is_fitted:
                 model = None
         unl = np.flatnonzero(~labeled)
@@ -103,24 +112,45 @@ def run_seed(
         served = order[: min(batch, budget - int(labeled.sum()))]
         if model is not None:
             truth[version] = model.score(xt, yt)
+            conf = model.predict_proba(xp[unl]).max(axis=1)
+            pools[f"v{version}"] = PoolConfidence(len(unl), float(conf.mean()), float(conf.var()))
             pred = model.predict(xp[unl[served]])
             for p, guess in zip(served, pred, strict=True):
-                log_rows.append((version, int(unl[p]), p in control, bool(guess == yp[unl[p]])))
+                ok = bool(guess == yp[unl[p]])
+                log_rows.append((version, int(unl[p]), p in control, ok, float(conf[p])))
         labeled[unl[served]] = True
         version += 1
     # the final version, trained on every label, and one trained on all but the control labels
-    final = Classifier(n_classes, scaling=scaling).fit(xp[labeled], yp[labeled])
-    ctrl_rows = [r for _, r, c, _ in log_rows if c]
+    final = classifier().fit(xp[labeled], yp[labeled])
+    ctrl_rows = [r for _, r, c, *_ in log_rows if c]
     keep = labeled.copy()
     keep[ctrl_rows] = False
-    holdout = Classifier(n_classes, scaling=scaling).fit(xp[keep], yp[keep])
+    holdout = classifier().fit(xp[keep], yp[keep])
 
-    def rate(rows: list[tuple[int, int, bool, bool]]) -> tuple[float | None, float | None, int]:
+    def rate(rows: list[tuple[int, int, bool, bool, float]]) -> dict[str, Any]:
         if not rows:
-            return None, None, 0
-        est = float(np.mean([ok for *_, ok in rows]))
-        matched = float(np.mean([truth[v] for v, *_ in rows]))
-        return est, matched, len(rows)
+            return {"estimate": None, "truth": None, "n": 0, "interval": None}
+        k = sum(1 for r in rows if r[3])
+        return {
+            "estimate": k / len(rows),
+            "truth": float(np.mean([truth[v] for v, *_ in rows])),
+            "n": len(rows),
+            "interval": wilson(k, len(rows)),
+        }
+
+    def ppi(rows: list[tuple[int, int, bool, bool, float]]) -> dict[str, Any]:
+        if not rows:
+            return {"estimate": None, "truth": None, "n": 0, "interval": None}
+        labels = [ControlLabel(f"v{v}", ok, c) for v, _, _, ok, c in rows]
+        est = ppi_accuracy(labels, pools)
+        return {
+            "estimate": est.estimate,
+            "truth": float(np.mean([truth[v] for v, *_ in rows])),
+            "n": len(rows),
+            "interval": est.interval,
+            "lam": est.lam,
+            "method": est.method,
+        }
 
     half = budget // 2
     recent = [r for r in log_rows if r[0] * batch >= half]
@@ -130,8 +160,9 @@ def run_seed(
         ("recent", [r for r in recent if r[2]]),
         ("selected", [r for r in log_rows if not r[2]]),
     ):
-        est, matched, n = rate(rows)
-        out[name] = {"estimate": est, "truth": matched, "n": n}
+        out[name] = rate(rows)
+    out["pooled_ppi"] = ppi([r for r in log_rows if r[2]])
+    out["recent_ppi"] = ppi([r for r in recent if r[2]])
     if ctrl_rows:
         out["holdout"] = {
             "estimate": holdout.score(xp[ctrl_rows], yp[ctrl_rows]),
@@ -143,17 +174,38 @@ def run_seed(
     out["final_accuracy"] = final.score(xt, yt)
     # a larger slice for the final version: n tasks drawn at random from the unlabelled pool
     # (what a control slice of n labels would see), scored against the held-out truth
+    # (one version: PPI with the final version's confidence over that pool)
     rest = np.flatnonzero(~labeled)
     draw = np.random.default_rng(10_000 + seed).permutation(rest)
-    out["large_slice"] = {
-        str(n): {
-            "estimate": final.score(xp[draw[:n]], yp[draw[:n]]),
+    conf = final.predict_proba(xp[rest]).max(axis=1)
+    conf_of = dict(zip(rest.tolist(), conf.tolist(), strict=True))
+    final_pool = {"final": PoolConfidence(len(rest), float(conf.mean()), float(conf.var()))}
+    right = final.predict(xp[draw]) == yp[draw]
+    out["large_slice"] = {}
+    out["large_slice_ppi"] = {}
+    for n in LARGE_SLICES:
+        if n > len(draw):
+            continue
+        k = int(right[:n].sum())
+        out["large_slice"][str(n)] = {
+            "estimate": k / n,
             "truth": out["final_accuracy"],
             "n": n,
+            "interval": wilson(k, n),
         }
-        for n in LARGE_SLICES
-        if n <= len(draw)
-    }
+        labels = [
+            ControlLabel("final", bool(ok), conf_of[int(r)])
+            for r, ok in zip(draw[:n], right[:n], strict=True)
+        ]
+        est = ppi_accuracy(labels, final_pool)
+        out["large_slice_ppi"][str(n)] = {
+            "estimate": est.estimate,
+            "truth": out["final_accuracy"],
+            "n": n,
+            "interval": est.interval,
+            "lam": est.lam,
+            "method": est.method,
+        }
     out["control_labels"] = len(ctrl_rows)
     out["seconds"] = time.perf_counter() - started
     return out
@@ -171,38 +223,53 @@ def needed_control_labels(accuracy: float) -> int:
     return math.ceil((Z90 / TOLERANCE) ** 2 * accuracy * (1 - accuracy))
 
 
+def stats(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """Seeds within ±3 points, errors, and (where the entries carry one) the 95% interval's
+    coverage of the truth and its mean width."""
+    hits = [within(e) for e in entries]
+    got = [e for e in entries if e["estimate"] is not None]
+    errs = [e["estimate"] - e["truth"] for e in got]
+    ivs = [e for e in got if e.get("interval") is not None]
+    lams = [e["lam"] for e in got if "lam" in e]
+    return {
+        "seeds": len(entries),
+        "within_3_points": sum(1 for h in hits if h),
+        "with_estimate": sum(1 for h in hits if h is not None),
+        "mean_error": float(np.mean(errs)) if errs else None,
+        "mean_abs_error": float(np.mean(np.abs(errs))) if errs else None,
+        "mean_n": float(np.mean([e["n"] for e in entries])) if entries else 0.0,
+        "coverage": (
+            sum(1 for e in ivs if e["interval"][0] <= e["truth"] <= e["interval"][1]) / len(ivs)
+            if ivs
+            else None
+        ),
+        "mean_width": (
+            float(np.mean([e["interval"][1] - e["interval"][0] for e in ivs])) if ivs else None
+        ),
+        "mean_lambda": float(np.mean(lams)) if lams else None,
+        "ppi_used": sum(1 for e in got if e.get("method") == "ppi") if lams else None,
+    }
+
+
+ESTIMATORS = ("pooled", "pooled_ppi", "recent", "recent_ppi", "holdout", "selected")
+
+
 def summarise(runs: list[dict[str, Any]], fractions: list[float]) -> dict[str, Any]:
-    """Per fraction and estimator: seeds within ±3 points, mean error, mean n."""
+    """Per fraction and estimator: seeds within ±3 points, mean error, mean n, coverage."""
     out: dict[str, Any] = {}
     for f in fractions:
         rs = [r for r in runs if r["fraction"] == f]
         row: dict[str, Any] = {"seeds": len(rs)}
-        for name in ("pooled", "recent", "selected", "holdout"):
-            hits = [within(r[name]) for r in rs]
-            errs = [
-                r[name]["estimate"] - r[name]["truth"]
-                for r in rs
-                if r[name]["estimate"] is not None
-            ]
-            row[name] = {
-                "within_3_points": sum(1 for h in hits if h),
-                "with_estimate": sum(1 for h in hits if h is not None),
-                "mean_error": float(np.mean(errs)) if errs else None,
-                "mean_abs_error": float(np.mean(np.abs(errs))) if errs else None,
-                "mean_n": float(np.mean([r[name]["n"] for r in rs])),
-            }
-        large: dict[str, Any] = {}
-        for n in LARGE_SLICES:
-            entries = [r["large_slice"][str(n)] for r in rs if str(n) in r.get("large_slice", {})]
-            if entries:
-                errs = [e["estimate"] - e["truth"] for e in entries]
-                large[str(n)] = {
-                    "seeds": len(entries),
-                    "within_3_points": sum(1 for e in entries if within(e)),
-                    "mean_error": float(np.mean(errs)),
-                    "mean_abs_error": float(np.mean(np.abs(errs))),
-                }
-        row["large_slice"] = large
+        for name in ESTIMATORS:
+            if all(name in r for r in rs):
+                row[name] = stats([r[name] for r in rs])
+        for key in ("large_slice", "large_slice_ppi"):
+            large: dict[str, Any] = {}
+            for n in LARGE_SLICES:
+                entries = [r[key][str(n)] for r in rs if str(n) in r.get(key, {})]
+                if entries:
+                    large[str(n)] = stats(entries)
+            row[key] = large
         acc = float(np.mean([r["final_accuracy"] for r in rs]))
         row["final_accuracy"] = acc
         row["needed_control_labels"] = needed_control_labels(acc)
@@ -211,41 +278,98 @@ def summarise(runs: list[dict[str, Any]], fractions: list[float]) -> dict[str, A
     return out
 
 
+def _pts(x: float | None, sign: bool = False) -> str:
+    if x is None:
+        return "–"
+    return f"{100 * x:+.1f} pts" if sign else f"{100 * x:.1f} pts"
+
+
+def _row(label: str, e: dict[str, Any]) -> str:
+    cov = "–" if e["coverage"] is None else f"{100 * e['coverage']:.0f} %"
+    lam = "–" if e.get("mean_lambda") is None else f"{e['mean_lambda']:.2f}"
+    return (
+        f"| {label} | {e['mean_n']:.0f} | {e['within_3_points']} of {e['seeds']} | "
+        f"{_pts(e['mean_error'], True)} | {_pts(e['mean_abs_error'])} | {cov} | "
+        f"{_pts(e['mean_width'])} | {lam} |"
+    )
+
+
+HEADER = [
+    "| fraction | estimator | labels (mean) | within ±3 pts | mean error | mean abs error | "
+    "95 % interval covers truth | mean interval width | mean λ |",
+    "|---|---|---|---|---|---|---|---|---|",
+]
+
+
 def markdown(data: dict[str, Any]) -> str:
-    """The summary table."""
+    """The summary tables."""
     s = data["summary"]
     p = data["params"]
     lines = [
         "# Control slice: the real accuracy estimated from a random slice of the queue",
         "",
         f"{p['dataset']} (raw pixels), {p['seeds']} seeds (a new 75/25 pool/test split each), "
-        f"batch {p['batch']}, budget {p['budget']} labels, selector `{p['strategy']}` through "
-        "`queue_order`, the control slice through `interleave_control` (as the backend does); "
-        "the annotators give the true labels. Truth: held-out test accuracy. Target: within "
-        "±3 points in 9 of 10 seeds.",
+        f"batch {p['batch']}, budget {p['budget']} labels, the product's head (semi-supervised "
+        f"over the pool, `{DEFAULT_SEMI}`), selector `{p['strategy']}` through `queue_order`, "
+        "the control slice through `interleave_control` (as the backend does); the annotators "
+        "give the true labels. Truth: held-out test accuracy. Target: within ±3 points in 9 of "
+        "10 seeds.",
         "",
-        "| fraction | estimator | control / selected labels (mean) | within ±3 pts | "
-        "mean error | mean abs error |",
-        "|---|---|---|---|---|---|",
+        "## Plain proportion vs prediction-powered (PPI++)",
+        "",
+        "*plain*: approvals / control labels, Wilson 95 % interval. *PPI*: "
+        "`labelwheel.lead.honest.ppi_accuracy`: λ·(the serving version's mean calibrated "
+        "confidence over its unlabelled pool) + mean over control labels of (y − λ·c), λ "
+        "power-tuned on the control labels (clipped to [0, 1]), normal 95 % interval; fewer "
+        "than 10 control labels: the plain proportion.",
+        "",
+        *HEADER,
     ]
     for f, row in s.items():
-        for name in ("pooled", "recent", "holdout", "selected"):
-            e = row[name]
-            me = "–" if e["mean_error"] is None else f"{100 * e['mean_error']:+.1f} pts"
-            mae = "–" if e["mean_abs_error"] is None else f"{100 * e['mean_abs_error']:.1f} pts"
-            lines.append(
-                f"| {f} | {name} | {e['mean_n']:.0f} | {e['within_3_points']} of "
-                f"{row['seeds']} | {me} | {mae} |"
-            )
+        for name, label in (
+            ("pooled", "plain, all versions"),
+            ("pooled_ppi", "**PPI**, all versions"),
+            ("recent", "plain, 2nd half"),
+            ("recent_ppi", "**PPI**, 2nd half"),
+        ):
+            if name in row:
+                lines.append(_row(f"{f} | {label}", row[name]))
     lines += [
         "",
-        "Estimators: *pooled* = approvals on control tasks over all versions vs the mean "
-        "held-out accuracy of the versions that served them (what the backend records); "
-        "*recent* = the same over the second half of the budget; *holdout* = a model trained on "
-        "all labels but the control ones, scored on the control labels, vs its held-out "
-        "accuracy; *selected* = approvals on the selector's tasks (the biased number).",
+        "## The final version alone, on n random unlabelled tasks (one version, as `/versions` "
+        "shows it)",
         "",
-        "## How many control labels ±3 points needs",
+        "The final version (all budget labels) scored on n tasks drawn at random from the "
+        "unlabelled pool left at the budget (what a control slice of n labels of one version "
+        "would see), against its held-out accuracy; PPI with the version's confidence over that "
+        "pool.",
+        "",
+        *HEADER,
+    ]
+    for f, row in s.items():
+        for n, e in row.get("large_slice", {}).items():
+            lines.append(_row(f"{f} | plain, n = {n}", e))
+            ep = row.get("large_slice_ppi", {}).get(n)
+            if ep is not None:
+                lines.append(_row(f"{f} | **PPI**, n = {n}", ep))
+    lines += [
+        "",
+        "## Other estimators (plain)",
+        "",
+        *HEADER,
+    ]
+    for f, row in s.items():
+        for name in ("holdout", "selected"):
+            lines.append(_row(f"{f} | {name}", row[name]))
+    lines += [
+        "",
+        "Estimators: *all versions* = control labels over all versions vs the mean held-out "
+        "accuracy of the versions that served them (what the backend records); *2nd half* = "
+        "the same over the second half of the budget; *holdout* = a model trained on all labels "
+        "but the control ones, scored on the control labels, vs its held-out accuracy; "
+        "*selected* = approvals on the selector's tasks (the biased number).",
+        "",
+        "## How many control labels ±3 points needs (plain proportion)",
         "",
         "From the binomial variance at the final accuracy (normal approximation, two-sided 90%: "
         "n ≥ (1.645 / 0.03)² · p(1 − p)); *sd at this budget* is √(p(1 − p)/n) at the mean "
@@ -262,25 +386,6 @@ def markdown(data: dict[str, Any]) -> str:
             f"| {f} | {acc:.3f} | {n:.0f} | {100 * sd:.1f} pts | {row['needed_control_labels']} | "
             f"{row['needed_labels_at_fraction']} |"
         )
-    large_rows = [(f, n, e) for f, row in s.items() for n, e in row.get("large_slice", {}).items()]
-    if large_rows:
-        lines += [
-            "",
-            "## The final version on a larger random slice",
-            "",
-            "The final version (all budget labels) scored on n tasks drawn at random from the "
-            "unlabelled pool left at the budget (what a control slice of n labels would see), "
-            "against its held-out accuracy: the slice's own error, without the few-labels noise "
-            "of the run above, and any shift between the unlabelled pool and the data.",
-            "",
-            "| run fraction | n | within ±3 pts | mean error | mean abs error |",
-            "|---|---|---|---|---|",
-        ]
-        for f, n, e in large_rows:
-            lines.append(
-                f"| {f} | {n} | {e['within_3_points']} of {e['seeds']} | "
-                f"{100 * e['mean_error']:+.1f} pts | {100 * e['mean_abs_error']:.1f} pts |"
-            )
     lines += ["", f"Run time: {data['seconds']:.0f} s. Raw numbers: `control_slice.json`.", ""]
     return "\n".join(lines)
 

@@ -24,9 +24,13 @@ from typing import Any
 __all__ = [
     "DB_FILENAME",
     "BackendRecord",
+    "ControlConfidence",
+    "ControlLabel",
     "FeedbackCounts",
+    "PoolConfidence",
     "Version",
     "open_record",
+    "read_control_confidence",
     "read_control_feedback",
     "read_feedback_counts",
     "read_versions",
@@ -141,6 +145,80 @@ def read_control_feedback(query: QueryFn, project_id: int) -> ControlFeedback:
     return out
 
 
+@dataclass(frozen=True)
+class ControlLabel:
+    """One annotation on a control task: the version that served the pre-label, whether the
+    annotator approved it unchanged, and the version's calibrated confidence in it (None: not
+    recorded, e.g. a database written before confidences were)."""
+
+    version: str
+    correct: bool
+    confidence: float | None
+
+
+@dataclass(frozen=True)
+class PoolConfidence:
+    """A version's confidence in its pre-labels over the unlabelled pool at its last ranking:
+    ``n`` tasks, their ``mean`` and (population) ``var``."""
+
+    n: int
+    mean: float
+    var: float
+
+
+@dataclass(frozen=True)
+class ControlConfidence:
+    """What the prediction-powered estimate (:func:`labelwheel.lead.honest.ppi_accuracy`) reads:
+    every annotation on a control task, and the pool statistics of each version."""
+
+    labels: list[ControlLabel]
+    pools: dict[str, PoolConfidence]
+
+
+def read_control_confidence(query: QueryFn, project_id: int) -> ControlConfidence:
+    """Control labels (live annotations with feedback on a control task of the version that
+    served them) with the recorded confidences, and the pool statistics per version (tables
+    ``control_tasks`` and ``control_pools``). An older database without them reads as fewer
+    labels, no confidences, or no pools: the estimate then falls back to the plain proportion."""
+    pid = int(project_id)
+    labels: list[ControlLabel] = []
+    pools: dict[str, PoolConfidence] = {}
+    base = (
+        "FROM annotations a JOIN control_tasks c ON c.project_id = a.project_id "
+        "AND c.version = a.prediction_version AND c.task_id = a.task_id "
+        "WHERE a.deleted = 0 AND a.feedback IS NOT NULL AND a.project_id = ? "
+        "ORDER BY a.id"
+    )
+    try:
+        rows = query(f"SELECT a.prediction_version, a.feedback, c.confidence {base}", (pid,))
+    except sqlite3.OperationalError as exc:
+        if "no such column" in str(exc):
+            rows = query(f"SELECT a.prediction_version, a.feedback, NULL {base}", (pid,))
+        elif "no such table" in str(exc):
+            rows = []
+        else:
+            raise
+    for version, feedback, confidence in rows:
+        labels.append(
+            ControlLabel(
+                str(version),
+                str(feedback) == "approval",
+                None if confidence is None else float(confidence),
+            )
+        )
+    try:
+        pool_rows = query(
+            "SELECT version, n, mean, var FROM control_pools WHERE project_id = ?", (pid,)
+        )
+    except sqlite3.OperationalError as exc:
+        if "no such table" not in str(exc):
+            raise
+        pool_rows = []
+    for version, n, mean, var in pool_rows:
+        pools[str(version)] = PoolConfidence(int(n), float(mean), float(var))
+    return ControlConfidence(labels, pools)
+
+
 class BackendRecord:
     """Read-only view of a backend's database (one connection; not shared across threads)."""
 
@@ -166,6 +244,11 @@ class BackendRecord:
         """Feedback per version on control and selected tasks (see
         :func:`read_control_feedback`)."""
         return read_control_feedback(self.query, project_id)
+
+    def control_confidence(self, project_id: int) -> ControlConfidence:
+        """Control labels with confidences and pool statistics (see
+        :func:`read_control_confidence`)."""
+        return read_control_confidence(self.query, project_id)
 
     def close(self) -> None:
         """Close the connection."""

@@ -17,19 +17,30 @@ the counts from the backend's record.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
 from typing import Any
+
+import numpy as np
+
+from labelwheel.records import ControlConfidence, ControlLabel, PoolConfidence
 
 __all__ = [
     "ALL_VERSIONS",
+    "PPI_MIN_LABELS",
     "Z95",
+    "ControlConfidence",
+    "ControlLabel",
     "HonestEstimate",
+    "PPIEstimate",
+    "PoolConfidence",
     "estimate_versions",
     "honest_estimate",
     "lift_interval",
     "pooled_estimate",
+    "ppi_accuracy",
     "wilson",
+    "with_ppi",
 ]
 
 Z95 = 1.959963984540054
@@ -79,12 +90,16 @@ class HonestEstimate:
     lift: float | None
     """``real_accuracy - selected_accuracy``: how much harder the selected tasks are."""
     lift_interval: tuple[float, float] | None
+    ppi: PPIEstimate | None = None
+    """The real accuracy by prediction-powered inference (:func:`ppi_accuracy`) from the same
+    control labels and the version's confidence over its pool; None when not computed."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (intervals as two-item lists)."""
         out = asdict(self)
         for key in ("real_interval", "selected_interval", "lift_interval"):
             out[key] = list(out[key]) if out[key] is not None else None
+        out["ppi"] = self.ppi.to_dict() if self.ppi is not None else None
         return out
 
 
@@ -116,10 +131,12 @@ def honest_estimate(
 
 def estimate_versions(
     counts: Mapping[str, Mapping[str, Mapping[str, int]]],
+    confidence: ControlConfidence | None = None,
 ) -> list[HonestEstimate]:
     """Estimates for every version in ``counts``: version -> ``{"control": {"approval": n,
     "correction": n}, "selected": {...}}`` (as :func:`labelwheel.records.read_control_feedback`
-    returns for one project), in version order (v1, v2, ... v10)."""
+    returns for one project), in version order (v1, v2, ... v10). With ``confidence``
+    (:func:`labelwheel.records.read_control_confidence`), each also carries its PPI estimate."""
 
     def pair(c: Mapping[str, int] | None) -> tuple[int, int]:
         c = c or {}
@@ -129,19 +146,137 @@ def estimate_versions(
         tail = name[1:] if name.startswith("v") else ""
         return (0, int(tail), name) if tail.isdigit() else (1, 0, name)
 
-    return [
+    rows = [
         honest_estimate(v, pair(counts[v].get("control")), pair(counts[v].get("selected")))
         for v in sorted(counts, key=order)
     ]
+    if confidence is None:
+        return rows
+    return [with_ppi(r, confidence) for r in rows]
 
 
-def pooled_estimate(rows: list[HonestEstimate], name: str = ALL_VERSIONS) -> HonestEstimate:
+def with_ppi(row: HonestEstimate, confidence: ControlConfidence) -> HonestEstimate:
+    """``row`` with its version's PPI estimate (:func:`ppi_accuracy`) from ``confidence``
+    (:func:`labelwheel.records.read_control_confidence`)."""
+    return replace(row, ppi=ppi_accuracy(_labels_of(confidence, {row.version}), confidence.pools))
+
+
+def _labels_of(confidence: ControlConfidence, versions: set[str]) -> list[ControlLabel]:
+    return [lab for lab in confidence.labels if lab.version in versions]
+
+
+def pooled_estimate(
+    rows: list[HonestEstimate],
+    name: str = ALL_VERSIONS,
+    confidence: ControlConfidence | None = None,
+) -> HonestEstimate:
     """All versions' counts together: the real accuracy of the pre-labels served over the whole
     period (a version serves for one batch, so one version's control slice is a handful of
     labels; the pooled row is the one with a usable interval, at the price of mixing versions:
-    it estimates their average, below the newest version's accuracy while the model improves)."""
+    it estimates their average, below the newest version's accuracy while the model improves).
+    With ``confidence``, the PPI estimate of the same average (each label's confidence against
+    its own version's pool)."""
     ck = sum(r.control_correct for r in rows)
     cn = sum(r.control_n for r in rows)
     sk = sum(r.selected_correct for r in rows)
     sn = sum(r.selected_n for r in rows)
-    return honest_estimate(name, (ck, cn - ck), (sk, sn - sk))
+    out = honest_estimate(name, (ck, cn - ck), (sk, sn - sk))
+    if confidence is None:
+        return out
+    labels = _labels_of(confidence, {r.version for r in rows})
+    return replace(out, ppi=ppi_accuracy(labels, confidence.pools))
+
+
+# --------------------------------------------------------------------------------------------
+# prediction-powered inference: the model's own confidence over the whole pool, corrected by
+# the control labels
+
+
+PPI_MIN_LABELS = 10
+"""Below this many control labels with a recorded confidence, :func:`ppi_accuracy` falls back
+to the plain proportion (λ = 0, Wilson interval): λ estimated from a handful of labels is noise."""
+
+
+@dataclass(frozen=True)
+class PPIEstimate:
+    """The real accuracy by prediction-powered inference (PPI++), or the plain proportion when it
+    cannot be used (``method == "plain"``)."""
+
+    method: str
+    """``"ppi"``, or ``"plain"`` (too few labels with a confidence, or λ = 0)."""
+    estimate: float | None
+    interval: tuple[float, float] | None
+    lam: float
+    """The weight of the model's confidence (0: the plain proportion)."""
+    n: int
+    """Control labels."""
+    n_confidence: int
+    """Control labels with a recorded confidence and pool statistics."""
+    pool_n: int
+    """Unlabelled pool tasks whose confidence the estimate averages (all versions involved)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (the interval as a two-item list)."""
+        out = asdict(self)
+        out["interval"] = list(self.interval) if self.interval is not None else None
+        return out
+
+
+def ppi_accuracy(
+    labels: Sequence[ControlLabel],
+    pools: Mapping[str, PoolConfidence],
+    z: float = Z95,
+    min_labels: int = PPI_MIN_LABELS,
+) -> PPIEstimate:
+    """Real accuracy from control labels ``y`` and the model's calibrated confidence ``c``.
+
+    PPI++ (Angelopoulos et al., 2023) for a mean: with ``m_v`` the mean confidence of version
+    ``v`` over its unlabelled pool (``pools[v]``), ``θ̂ = mean_i (y_i − λ·(c_i − m_{v_i}))``, i.e.
+    ``λ·mean(m) + mean(y − λ·c)``: the model's own estimate over the whole pool, its bias
+    corrected on the control labels. Unbiased for any ``λ`` (the control tasks are a uniform draw
+    of the pool), whatever the calibration; a good calibration only narrows the interval. ``λ``
+    is power-tuned on the labels, ``λ = cov(y, c̃) / (var(c̃) + n·V)`` with ``c̃ = c − m_v`` and
+    ``V = Σ_v (n_v/n)² var_v / N_v`` the variance of the pool means (one version:
+    ``cov / ((1 + n/N)·var)``), clipped to ``[0, 1]``. Variance ``var(y − λc̃)/n + λ²·V``;
+    normal interval, clipped to ``[0, 1]``. Labels without a confidence (or whose version has no
+    pool statistics) count with ``λ = 0``. With fewer than ``min_labels`` usable labels, or
+    ``λ = 0``, it is the plain proportion with its Wilson interval.
+    """
+    n = len(labels)
+    k = sum(1 for lab in labels if lab.correct)
+    y = np.fromiter((1.0 if lab.correct else 0.0 for lab in labels), dtype=np.float64, count=n)
+    usable = np.array(
+        [lab.confidence is not None and lab.version in pools for lab in labels], dtype=bool
+    )
+    centred = np.zeros(n)
+    counts: dict[str, int] = {}
+    for i, lab in enumerate(labels):
+        if usable[i]:
+            c = float(lab.confidence)  # type: ignore[arg-type]
+            if not 0.0 <= c <= 1.0:
+                raise ValueError(f"a confidence must be in [0, 1], got {c!r}")
+            centred[i] = c - pools[lab.version].mean
+            counts[lab.version] = counts.get(lab.version, 0) + 1
+    n_conf = int(usable.sum())
+    pool_n = sum(int(pools[v].n) for v in counts)
+
+    def plain() -> PPIEstimate:
+        return PPIEstimate("plain", k / n if n else None, wilson(k, n, z), 0.0, n, n_conf, pool_n)
+
+    if n_conf < min_labels or n_conf < 2:
+        return plain()
+    v_pool = sum(
+        (m / n) ** 2 * max(pools[v].var, 0.0) / max(pools[v].n, 1) for v, m in counts.items()
+    )
+    cu, yu = centred[usable], y[usable]
+    var_c = float(np.var(cu, ddof=1))
+    cov = float(np.cov(yu, cu, ddof=1)[0, 1])
+    denom = var_c + n_conf * v_pool
+    lam = min(1.0, max(0.0, cov / denom)) if denom > 0 else 0.0
+    if lam == 0.0:
+        return plain()
+    zs = y - lam * centred
+    theta = float(zs.mean())
+    se = math.sqrt(float(np.var(zs, ddof=1)) / n + lam * lam * v_pool)
+    lo, hi = max(0.0, theta - z * se), min(1.0, theta + z * se)
+    return PPIEstimate("ppi", min(1.0, max(0.0, theta)), (lo, hi), lam, n, n_conf, pool_n)
