@@ -25,7 +25,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,8 +35,10 @@ from labelwheel.ml_backend.events import EventLog
 from labelwheel.ml_backend.store_training import TrainingState, Version, version_name
 from labelwheel.records import (
     DB_FILENAME,
+    ControlConfidence,
     ControlFeedback,
     FeedbackCounts,
+    read_control_confidence,
     read_control_feedback,
     read_feedback_counts,
 )
@@ -115,12 +117,23 @@ CREATE TABLE IF NOT EXISTS control_tasks (
     created REAL NOT NULL,
     PRIMARY KEY (project_id, version, task_id)
 );
+CREATE TABLE IF NOT EXISTS control_pools (
+    project_id INTEGER NOT NULL,
+    version TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    mean REAL NOT NULL,
+    var REAL NOT NULL,
+    updated REAL NOT NULL,
+    PRIMARY KEY (project_id, version)
+);
 CREATE INDEX IF NOT EXISTS events_received ON events (received);
 """
 
 MIGRATIONS = (
     # (table, column, definition) added to databases made by earlier releases
     ("annotations", "ls_updated_us", "INTEGER"),
+    # the version's calibrated confidence in a control task's pre-label (PPI estimate)
+    ("control_tasks", "confidence", "REAL"),
 )
 
 ANNOTATION_OUTCOMES = ("stored", "duplicate", "stale", "deleted")
@@ -468,20 +481,53 @@ class Store(EventLog, TrainingState):
 
     # -- control slice ------------------------------------------------------------------------
 
-    def record_control_tasks(self, project_id: int, version: str, task_ids: list[int]) -> int:
+    def record_control_tasks(
+        self,
+        project_id: int,
+        version: str,
+        task_ids: list[int],
+        confidence: Mapping[int, float] | None = None,
+    ) -> int:
         """Remember that ``task_ids`` are in the random control slice of ``version``'s queue
-        (:mod:`labelwheel.pool.control`); returns how many were new."""
+        (:mod:`labelwheel.pool.control`), with the version's calibrated confidence in each
+        task's pre-label where ``confidence`` has it (a task recorded without one gets it
+        later; a recorded one is kept: the same version gives the same number); returns how
+        many tasks were new."""
         if not task_ids:
             return 0
         now = time.time()
+        conf = confidence or {}
+        pid, name = int(project_id), str(version)
         with self.transaction() as conn:
-            before = conn.total_changes
+            have = {
+                int(r[0])
+                for r in conn.execute(
+                    "SELECT task_id FROM control_tasks WHERE project_id = ? AND version = ?",
+                    (pid, name),
+                )
+            }
             conn.executemany(
-                "INSERT OR IGNORE INTO control_tasks (project_id, version, task_id, created) "
-                "VALUES (?, ?, ?, ?)",
-                [(int(project_id), str(version), int(t), now) for t in task_ids],
+                "INSERT INTO control_tasks (project_id, version, task_id, created, confidence) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (project_id, version, task_id) DO UPDATE "
+                "SET confidence = COALESCE(control_tasks.confidence, excluded.confidence)",
+                [
+                    (pid, name, int(t), now, None if conf.get(t) is None else float(conf[t]))
+                    for t in task_ids
+                ],
             )
-            return int(conn.total_changes - before)
+            return len({int(t) for t in task_ids} - have)
+
+    def record_control_pool(
+        self, project_id: int, version: str, n: int, mean: float, var: float
+    ) -> None:
+        """The version's confidence over the unlabelled pool it ranked (its last ranking): what
+        the PPI estimate averages (:func:`labelwheel.lead.honest.ppi_accuracy`)."""
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO control_pools (project_id, version, n, mean, var, "
+                "updated) VALUES (?, ?, ?, ?, ?, ?)",
+                (int(project_id), str(version), int(n), float(mean), float(var), time.time()),
+            )
 
     def control_task_ids(self, project_id: int, version: str) -> set[int]:
         """The control tasks recorded for a version of a project."""
@@ -495,6 +541,11 @@ class Store(EventLog, TrainingState):
         """Feedback per version on control and on selected tasks (see
         :func:`labelwheel.records.read_control_feedback`)."""
         return read_control_feedback(self.query, project_id)
+
+    def control_confidence(self, project_id: int) -> ControlConfidence:
+        """Control labels with their confidences, and the pool statistics per version (see
+        :func:`labelwheel.records.read_control_confidence`)."""
+        return read_control_confidence(self.query, project_id)
 
     def label_counts(self, project_id: int) -> dict[str, int]:
         """Label -> number of training annotations carrying it."""

@@ -1,0 +1,115 @@
+"""The PPI inputs in the backend's store: a database of the release before them (control tasks
+without a confidence, no pool statistics) keeps working, is migrated on open, and reads back
+through the read-only record as the estimate needs it."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from labelwheel.lead.honest import estimate_versions, pooled_estimate
+from labelwheel.ml_backend.store import Store
+from labelwheel.records import DB_FILENAME, BackendRecord, ControlLabel, PoolConfidence
+
+OLD_CONTROL_TABLE = """
+CREATE TABLE control_tasks (
+    project_id INTEGER NOT NULL,
+    version TEXT NOT NULL,
+    task_id INTEGER NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (project_id, version, task_id)
+);
+INSERT INTO control_tasks VALUES (1, 'v1', 10, 0), (1, 'v1', 11, 0);
+"""
+
+
+def _annotate(store: Store, ann_id: int, task_id: int, feedback: str, version: str) -> None:
+    store.apply_annotation(
+        annotation_id=ann_id,
+        task_id=task_id,
+        project_id=1,
+        labels=["a"],
+        image_ref=None,
+        was_cancelled=False,
+        feedback=feedback,
+        prediction_version=version,
+        action="ANNOTATION_CREATED",
+        payload=None,
+    )
+
+
+def test_old_database_is_migrated_and_reads_without_confidences(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / DB_FILENAME)
+    conn.executescript(OLD_CONTROL_TABLE)
+    conn.close()
+    # the read-only record of the old database: labels without confidence, no pools
+    store = Store(tmp_path)
+    columns = {r[1] for r in store.query("PRAGMA table_info(control_tasks)", ())}
+    assert "confidence" in columns
+    assert store.query("SELECT COUNT(*) FROM control_pools", ())[0][0] == 0
+    _annotate(store, 1, 10, "approval", "v1")
+    _annotate(store, 2, 11, "correction", "v1")
+    _annotate(store, 3, 12, "approval", "v1")  # not a control task
+    got = store.control_confidence(1)
+    assert got.labels == [ControlLabel("v1", True, None), ControlLabel("v1", False, None)]
+    assert got.pools == {}
+    # old rows keep their place and get a confidence when the version ranks again; a
+    # confidence once recorded stays; new tasks count as new
+    assert store.record_control_tasks(1, "v1", [10, 11, 13], {10: 0.9, 13: 0.4}) == 1
+    assert store.record_control_tasks(1, "v1", [10, 11], {10: 0.1, 11: 0.6}) == 0
+    store.record_control_pool(1, "v1", 500, 0.8, 0.02)
+    store.record_control_pool(1, "v1", 480, 0.82, 0.019)  # the last ranking's pool stands
+    rows = dict(store.query("SELECT task_id, confidence FROM control_tasks", ()))
+    assert rows == {10: 0.9, 11: 0.6, 13: 0.4}
+    assert store.control_task_ids(1, "v1") == {10, 11, 13}
+    store.close()
+
+    rec = BackendRecord(tmp_path / DB_FILENAME)
+    try:
+        got = rec.control_confidence(1)
+        counts = rec.control_feedback(1)
+    finally:
+        rec.close()
+    assert got.labels == [ControlLabel("v1", True, 0.9), ControlLabel("v1", False, 0.6)]
+    assert got.pools == {"v1": PoolConfidence(480, 0.82, 0.019)}
+    # too few labels for PPI: the plain proportion, the same as the Wilson row
+    (row,) = estimate_versions(counts, got)
+    assert row.ppi is not None and row.ppi.method == "plain"
+    assert row.ppi.estimate == pytest.approx(row.real_accuracy)
+    assert row.ppi.interval == row.real_interval
+    assert row.to_dict()["ppi"]["n"] == 2
+    assert pooled_estimate([row], confidence=got).ppi == row.ppi
+    assert pooled_estimate([row]).ppi is None
+
+
+def test_record_reads_a_database_without_the_column_or_the_tables(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / DB_FILENAME)
+    conn.executescript(
+        "CREATE TABLE annotations (id INTEGER PRIMARY KEY, task_id INTEGER, project_id INTEGER,"
+        " feedback TEXT, prediction_version TEXT, deleted INTEGER);"
+        "INSERT INTO annotations VALUES (1, 10, 1, 'approval', 'v1', 0);" + OLD_CONTROL_TABLE
+    )
+    conn.close()
+    rec = BackendRecord(tmp_path / DB_FILENAME)  # read-only: nothing migrated
+    try:
+        got = rec.control_confidence(1)
+    finally:
+        rec.close()
+    assert got.labels == [ControlLabel("v1", True, None)] and got.pools == {}
+    other = tmp_path / "older"
+    other.mkdir()
+    conn = sqlite3.connect(other / DB_FILENAME)
+    conn.execute(
+        "CREATE TABLE annotations (id INTEGER PRIMARY KEY, task_id INTEGER, project_id INTEGER,"
+        " feedback TEXT, prediction_version TEXT, deleted INTEGER)"
+    )
+    conn.commit()
+    conn.close()
+    rec = BackendRecord(other / DB_FILENAME)
+    try:
+        got = rec.control_confidence(1)
+    finally:
+        rec.close()
+    assert got.labels == [] and got.pools == {}
