@@ -61,14 +61,18 @@ def _rank(app: Any, pid: int) -> None:
     assert model.cached_ranking(pid) is not None
 
 
+def _connected(make_app: Any, label_studio: Any, semi: str) -> Any:
+    return make_app(
+        LABEL_STUDIO_URL=label_studio.url,
+        LABEL_STUDIO_API_KEY=label_studio.token,
+        LABELWHEEL_HEAD_SEMI=semi,
+    )
+
+
 def test_ranked_pool_feeds_the_semi_supervised_head(
     make_app: Any, label_studio: Any, ls_client: Any, digits: Any
 ) -> None:
-    app = make_app(
-        LABEL_STUDIO_URL=label_studio.url,
-        LABEL_STUDIO_API_KEY=label_studio.token,
-        LABELWHEEL_HEAD_SEMI="spreading",
-    )
+    app = _connected(make_app, label_studio, "spreading")
     pid = _project(app, ls_client, digits)
     first = _train(app, pid)  # before any ranking: no pool yet, the plain head, said so
     assert first["metrics"]["semi_supervised"] == "none"
@@ -95,11 +99,7 @@ def test_ranked_pool_feeds_the_semi_supervised_head(
 def test_plain_head_saves_no_pool(
     make_app: Any, label_studio: Any, ls_client: Any, digits: Any
 ) -> None:
-    app = make_app(
-        LABEL_STUDIO_URL=label_studio.url,
-        LABEL_STUDIO_API_KEY=label_studio.token,
-        LABELWHEEL_HEAD_SEMI="none",
-    )
+    app = _connected(make_app, label_studio, "none")
     pid = _project(app, ls_client, digits)
     _train(app, pid)
     _rank(app, pid)
