@@ -6,7 +6,8 @@ and model version and recomputed, in a background job per project
 (:mod:`labelwheel.ml_backend.pool_jobs`), when the version changes or tasks appear. The
 statistics of the pool's embeddings (:class:`~labelwheel.head.Scaling`) are kept beside it (in
 memory and in ``MODEL_DIR/projects/<id>/scaling.npz``) so that training standardises as ranking
-does, also after a restart.
+does, also after a restart; with the semi-supervised head the pool's embeddings are saved too
+(``pool.npy``), for the training process to memory-map.
 """
 
 from __future__ import annotations
