@@ -21,7 +21,9 @@ Usage: ``nice -n 10 python benchmarks/semisup_head.py --dataset digits --seeds 1
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -80,12 +82,61 @@ def main() -> None:
     parser.add_argument("--strategies", default=",".join(ALL))
     parser.add_argument("--batch-size", type=int, default=10)
     parser.add_argument("--tag", default="", help="suffix of the result files")
+    parser.add_argument(
+        "--plain-strategies",
+        default="",
+        help="strategies (besides random) also run with the plain head, to the budget",
+    )
+    parser.add_argument(
+        "--plain-only",
+        action="store_true",
+        help="run only --plain-strategies with the plain head; write <stem>_plain.json",
+    )
+    parser.add_argument(
+        "--render",
+        metavar="SUMMARY_JSON",
+        help="only rewrite the .md of a summary, adding the rows of --add-plain",
+    )
+    parser.add_argument("--add-plain", metavar="PLAIN_JSON", help="rows of a --plain-only run")
     args = parser.parse_args()
+    if args.render:
+        render(Path(args.render), Path(args.add_plain) if args.add_plain else None)
+        return
     names = [s for s in args.strategies.split(",") if s]
+    plain_names = [s for s in args.plain_strategies.split(",") if s and s != "random"]
     X_pool, y_pool, X_test, y_test, meta = load_split(args.dataset)
     env = environment()
     started = time.time()
     common: dict[str, Any] = {"batch_size": args.batch_size, "seeds": args.seeds}
+    stem = f"semisup_head_{args.dataset}{'_' + args.tag if args.tag else ''}"
+    if args.plain_only:
+        log(f"{args.dataset}: {plain_names} + plain head to {args.budget}")
+        res = run_simulation(
+            X_pool,
+            y_pool,
+            X_test,
+            y_test,
+            plain_names,
+            budget=args.budget,
+            semi_supervised="none",
+            **common,
+        )
+        target = 0.95 * res.full_accuracy
+        out = {
+            "dataset": args.dataset,
+            "env": env,
+            "seeds": args.seeds,
+            "budget": args.budget,
+            "full_accuracy": res.full_accuracy,
+            "rows": {
+                f"{name}|plain": _row(res, name, "plain", target, args.budget)
+                for name in res.accuracy
+            },
+            "seconds": round(time.time() - started, 1),
+        }
+        write_json(RESULTS / f"{stem}_plain.json", out)
+        log(f"wrote {stem}_plain.json in {out['seconds']} s")
+        return
     log(f"{args.dataset}: random + plain head to {2 * args.budget} labels")
     plain = run_simulation(
         X_pool,
@@ -126,33 +177,24 @@ def main() -> None:
     rows: dict[str, Any] = {}
     for res, head in ((semi, "semi"), (balanced, "semi")):
         for name in res.accuracy:
-            rows[f"{name}|{head}"] = {
-                "strategy": name,
-                "head": head,
-                "to_target": needed(res, name, target),
-                "at_one_per_class": at(res, name, n_classes),
-                "at_budget": at(res, name, args.budget),
-                "select_seconds_per_seed": float(np.mean(res.select_seconds[name])),
-            }
-    rows["random|plain"] = {
-        "strategy": "random",
-        "head": "plain",
-        "to_target": needed(plain, "random", target),
-        "at_one_per_class": at(plain, "random", n_classes),
-        "at_budget": at(plain, "random", args.budget),
-        "select_seconds_per_seed": float(np.mean(plain.select_seconds["random"])),
-    }
-    base = rows["random|plain"]["to_target"]["mean"]
-    for row in rows.values():
-        m = row["to_target"]["mean"]
-        full_reach = row["to_target"]["reached"] == row["to_target"]["seeds"]
-        row["x_random_plain"] = m / base if m is not None and base and full_reach else None
-    rnd_semi = rows["random|semi"]["at_budget"]["mean"]
-    gaps = {
-        k: 100 * (r["at_budget"]["mean"] - rnd_semi)
-        for k, r in rows.items()
-        if r["head"] == "semi" and r["strategy"] != "random"
-    }
+            rows[f"{name}|{head}"] = _row(res, name, head, target, args.budget)
+    rows["random|plain"] = _row(plain, "random", "plain", target, args.budget)
+    if plain_names:
+        log(f"{args.dataset}: {plain_names} + plain head to {args.budget}")
+        others = run_simulation(
+            X_pool,
+            y_pool,
+            X_test,
+            y_test,
+            plain_names,
+            budget=args.budget,
+            semi_supervised="none",
+            **common,
+        )
+        for name in others.accuracy:
+            rows[f"{name}|plain"] = _row(others, name, "plain", target, args.budget)
+    _relative_to_random_plain(rows)
+    gaps = _gaps(rows)
     worst = min(gaps, key=lambda k: gaps[k])
     reached = {
         k: r
@@ -175,10 +217,55 @@ def main() -> None:
         "best": best,
         "seconds": round(time.time() - started, 1),
     }
-    stem = f"semisup_head_{args.dataset}{'_' + args.tag if args.tag else ''}"
     write_json(RESULTS / f"{stem}.json", summary)
     (RESULTS / f"{stem}.md").write_text(markdown(summary, gaps))
     log(f"wrote {stem}.{{json,md}} in {summary['seconds']} s")
+
+
+def _row(res: SimulationResults, name: str, head: str, target: float, budget: int) -> dict:
+    return {
+        "strategy": name,
+        "head": head,
+        "to_target": needed(res, name, target),
+        "at_one_per_class": at(res, name, res.n_classes),
+        "at_budget": at(res, name, budget),
+        "select_seconds_per_seed": float(np.mean(res.select_seconds[name])),
+    }
+
+
+def _relative_to_random_plain(rows: dict[str, Any]) -> None:
+    base = rows["random|plain"]["to_target"]["mean"]
+    for row in rows.values():
+        m = row["to_target"]["mean"]
+        full_reach = row["to_target"]["reached"] == row["to_target"]["seeds"]
+        row["x_random_plain"] = m / base if m is not None and base and full_reach else None
+
+
+def _gaps(rows: dict[str, Any]) -> dict[str, float]:
+    rnd_semi = rows["random|semi"]["at_budget"]["mean"]
+    return {
+        k: 100 * (r["at_budget"]["mean"] - rnd_semi)
+        for k, r in rows.items()
+        if r["head"] == "semi" and r["strategy"] != "random"
+    }
+
+
+def render(summary_path: Path, plain_path: Path | None) -> None:
+    """Rewrite a summary's .md (and .json), adding the plain-head rows of a --plain-only run
+    made with the same data set, seeds and budget."""
+    summary = json.loads(summary_path.read_text())
+    if plain_path is not None:
+        plain = json.loads(plain_path.read_text())
+        same = ("dataset", "seeds", "budget", "full_accuracy")
+        if any(plain[k] != summary[k] for k in same):
+            raise SystemExit(f"{plain_path} is not a run of the same data set, seeds and budget")
+        for key, row in plain["rows"].items():
+            summary["rows"].setdefault(key, row)
+        summary["plain_rows_from"] = plain_path.name
+        _relative_to_random_plain(summary["rows"])
+        write_json(summary_path, summary)
+    summary_path.with_suffix(".md").write_text(markdown(summary, _gaps(summary["rows"])))
+    log(f"wrote {summary_path.with_suffix('.md').name}")
 
 
 def _pm(d: dict[str, Any], scale: float = 1.0, digits: int = 1) -> str:
@@ -249,6 +336,33 @@ def markdown(s: dict[str, Any], gaps: dict[str, float]) -> str:
         f"{w['points']:+.1f} points ({'met' if w['points'] >= -2 else 'missed'}: ≥ −2).",
         "",
     ]
+    both = [
+        r["strategy"]
+        for r in rows.values()
+        if r["head"] == "plain" and f"{r['strategy']}|semi" in rows
+    ]
+    if both:
+        lines += [
+            "## The same picks policy, plain head vs semi head",
+            "",
+            "| strategy | labels to 95%, plain | labels to 95%, semi | semi ÷ plain "
+            f"| acc @ {rp['at_one_per_class']['labels']}, plain → semi (%) "
+            f"| acc @ {s['budget']}, plain → semi (%) |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name in both:
+            p, q = rows[f"{name}|plain"], rows[f"{name}|semi"]
+            pm, qm = p["to_target"]["mean"], q["to_target"]["mean"]
+            full = all(r["to_target"]["reached"] == r["to_target"]["seeds"] for r in (p, q))
+            ratio = f"{qm / pm:.2f}" if pm and qm and full else "-"
+            lines.append(
+                f"| {name} | {_pm(p['to_target'], 1, 0)} ({p['to_target']['reached']}/"
+                f"{p['to_target']['seeds']}) | {_pm(q['to_target'], 1, 0)} "
+                f"({q['to_target']['reached']}/{q['to_target']['seeds']}) | {ratio} | "
+                f"{_pm(p['at_one_per_class'], 100)} → {_pm(q['at_one_per_class'], 100)} | "
+                f"{_pm(p['at_budget'], 100)} → {_pm(q['at_budget'], 100)} |"
+            )
+        lines.append("")
     return "\n".join(lines)
 
 
