@@ -27,6 +27,7 @@ from numpy.typing import NDArray
 from labelwheel.selectors import diversity, hybrid, passive, uncertainty
 from labelwheel.selectors._registry import REGISTRY, StrategyFunction
 from labelwheel.selectors.diversity import kcenter, kmeans, probcover, typiclust
+from labelwheel.selectors.herding import maxherding
 from labelwheel.selectors.hybrid import (
     AdaptivePhase,
     adaptive,
@@ -48,6 +49,7 @@ _ORDER = (
     "kmeans",
     "typiclust",
     "probcover",
+    "maxherding",
     "badge",
     "cluster_margin",
     "ranked_batch",
@@ -158,6 +160,7 @@ __all__ = [
     "kmeans",
     "least_confidence",
     "margin",
+    "maxherding",
     "passive",
     "probcover",
     "random",

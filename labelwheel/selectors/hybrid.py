@@ -324,6 +324,7 @@ def ranked_batch(
 # --------------------------------------------------------------------------------------------
 
 _LATE = ("margin", "entropy", "least_confidence", "cluster_margin", "badge", "ranked_batch")
+_EARLY = ("typiclust", "maxherding")
 
 
 @dataclass(frozen=True)
@@ -349,10 +350,12 @@ def adaptive_phase(
     full_labels_per_class: float | None = 10.0,
     min_confidence: float = 0.0,
     late: str = "margin",
+    early: str = "typiclust",
 ) -> AdaptivePhase:
     """The rule of :func:`adaptive`, as a pure function.
 
-    Typicality (TypiClust) while any of these holds:
+    ``early`` (TypiClust by default; phase ``typicality``, or ``coverage`` for MaxHerding) while
+    any of these holds:
 
     1. there is no model (``n_classes`` or ``mean_max_probability`` is None);
     2. fewer than ``min_labels_per_class × n_classes`` labels (default 4 per class: below that
@@ -369,21 +372,23 @@ def adaptive_phase(
     where an abrupt switch at 3 or 5 per class fell up to 2 / 0.8 points behind.
     """
     late = check_choice("late", late, _LATE)
+    early = check_choice("early", early, _EARLY)
+    first = "typicality" if early == "typiclust" else "coverage"
     full = min_labels_per_class if full_labels_per_class is None else full_labels_per_class
     if n_classes is None or mean_max_probability is None:
-        return AdaptivePhase("typicality", "typiclust", "no model probabilities yet")
+        return AdaptivePhase(first, early, "no model probabilities yet")
     need = min_labels_per_class * n_classes
     if n_labeled < need:
         return AdaptivePhase(
-            "typicality",
-            "typiclust",
+            first,
+            early,
             f"{n_labeled} labels < {min_labels_per_class:g} per class × {n_classes} classes "
             f"= {need:g}",
         )
     if mean_max_probability < min_confidence:
         return AdaptivePhase(
-            "typicality",
-            "typiclust",
+            first,
+            early,
             f"mean max-probability {mean_max_probability:.3f} < {min_confidence:g}",
         )
     full_need = full * n_classes
@@ -413,8 +418,10 @@ def adaptive(
     full_labels_per_class: float | None = 10.0,
     min_confidence: float = 0.0,
     late: str = "margin",
+    early: str = "typiclust",
 ) -> CoreResult:
-    """Adaptive: TypiClust while labels are few, then uncertainty (``late``, default margin).
+    """Adaptive: ``early`` (a cold-start strategy, default TypiClust) while labels are few,
+    then uncertainty (``late``, default margin).
 
     It favours typical samples of uncovered clusters at the start and uncertain ones later.
     The switch is :func:`adaptive_phase` (labelled count vs ``min_labels_per_class × C`` and
@@ -436,7 +443,7 @@ def adaptive(
         raise ValueError("adaptive needs probabilities of shape (N, C), not a committee")
     n_lab = int(np.count_nonzero(pool.labeled))
     if p is None:
-        phase = adaptive_phase(n_lab, None, None, late=late)
+        phase = adaptive_phase(n_lab, None, None, late=late, early=early)
     else:
         unl = pool.unlabeled_idx
         conf = float(p[unl].max(axis=1).mean())
@@ -448,6 +455,7 @@ def adaptive(
             full_labels_per_class=full_labels_per_class,
             min_confidence=min_confidence,
             late=late,
+            early=early,
         )
     if phase.phase != "transition":
         return REGISTRY[phase.strategy].core(pool, n)
@@ -460,7 +468,7 @@ def adaptive(
             np.zeros(0, np.float64),
         )
     )
-    typ_idx, typ_u = REGISTRY["typiclust"].core(pool, n)
+    typ_idx, typ_u = REGISTRY[early].core(pool, n)
     keep = ~np.isin(typ_idx, late_idx)
     typ_idx, typ_u = typ_idx[keep][: n - k_late], typ_u[keep][: n - k_late]
     # interleave the two rankings proportionally (typical picks first on ties)
