@@ -52,6 +52,12 @@ def herding_kernel(
     return k, sigma
 
 
+MAX_POOL = 20_000
+"""Pools larger than this are herded on a seeded sample of this many rows (every labelled row
+up to half of it, unlabelled rows for the rest): the kNN graph is O(N²), and a sample of 20,000
+represents the dense regions the first picks come from."""
+
+
 @strategy("maxherding", "embeddings")
 def maxherding(
     pool: Pool,
@@ -60,6 +66,7 @@ def maxherding(
     sigma: float | None = None,
     max_neighbors: int = 50,
     bandwidth_k: int = 20,
+    max_pool: int = MAX_POOL,
 ) -> CoreResult:
     """MaxHerding: the samples that most raise the pool's kernel coverage, greedily.
 
@@ -73,16 +80,43 @@ def maxherding(
 
     ``sigma``: the kernel's bandwidth (default: the median distance to the ``bandwidth_k``-th
     nearest neighbour). ``max_neighbors``: the kernel is kept for each sample's nearest ones.
-    Cost: exact k-NN graph O(N²·d) time (faiss; with a random projection of large pools),
-    O(N·max_neighbors) memory: meant for pools up to ~10⁵, like ProbCover.
+    Cost: exact k-NN graph O(M²·d) time for M = min(N, ``max_pool``) (faiss; with a random
+    projection of large pools), O(M·max_neighbors) memory; larger pools are herded on a seeded
+    sample of ``max_pool`` rows (:data:`MAX_POOL`).
     """
     x = pool.need_embeddings("maxherding")
     max_neighbors = check_positive_int("max_neighbors", max_neighbors)
     bandwidth_k = check_positive_int("bandwidth_k", bandwidth_k)
+    max_pool = check_positive_int("max_pool", max_pool)
     if sigma is not None:
         sigma = check_fraction("sigma", sigma, 0.0, float("inf"))
         if sigma <= 0:
             raise ValueError("sigma must be positive (or None for the default bandwidth)")
+    if pool.n_samples > max_pool:
+        rng = pool.rng()
+        lab, unl = np.flatnonzero(pool.labeled), pool.unlabeled_idx
+        if lab.size > max_pool // 2:
+            lab = rng.choice(lab, max_pool // 2, replace=False)
+        unl = rng.choice(unl, min(unl.size, max_pool - lab.size), replace=False)
+        rows = np.sort(np.concatenate([lab, unl]))
+        sub = Pool(rows.size, x[rows], None, pool.labeled[rows], pool.seed)
+        idx, util = _herd(
+            sub, min(n, int(np.count_nonzero(~sub.labeled))), sigma, max_neighbors, bandwidth_k
+        )
+        picked = rows[idx]
+        if picked.size < n:  # the sample ran out: the rest at random, utility 0
+            left = np.setdiff1d(pool.unlabeled_idx, picked)
+            extra = rng.permutation(left)[: n - picked.size]
+            picked = np.concatenate([picked, extra])
+            util = np.concatenate([util, np.zeros(extra.size)])
+        return picked.astype(np.int64), util.astype(np.float64)
+    return _herd(pool, n, sigma, max_neighbors, bandwidth_k)
+
+
+def _herd(
+    pool: Pool, n: int, sigma: float | None, max_neighbors: int, bandwidth_k: int
+) -> CoreResult:
+    x = pool.need_embeddings("maxherding")
     space, _ = working_space(x, pool.seed)
     kernel, _ = herding_kernel(space, max_neighbors, sigma, bandwidth_k)
     by_col = kernel.tocsc()  # symmetric, but CSC gives each candidate's covered rows directly

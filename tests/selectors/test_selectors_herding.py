@@ -101,3 +101,17 @@ def test_adaptive_can_start_with_maxherding() -> None:
     x, _ = _blobs([40, 40, 40], spread=0.5)
     got = select("adaptive", 3, embeddings=x, early="maxherding")
     assert got.tolist() == select("maxherding", 3, embeddings=x).tolist()
+
+
+def test_a_pool_over_max_pool_is_herded_on_a_sample() -> None:
+    x, blob = _blobs([150, 100, 50], spread=0.5)
+    labeled = np.zeros(len(x), dtype=bool)
+    labeled[[0, 1]] = True  # two labels in blob 0
+    idx, util = select(
+        "maxherding", 4, embeddings=x, labeled=labeled, seed=5, return_scores=True, max_pool=90
+    )
+    again = select("maxherding", 4, embeddings=x, labeled=labeled, seed=5, max_pool=90)
+    assert idx.tolist() == again.tolist() and len(set(idx.tolist())) == 4
+    assert not labeled[idx].any()
+    assert set(blob[idx[:2]]) == {1, 2}  # the uncovered blobs first, as on the whole pool
+    assert np.all(np.diff(util) <= 1e-9)
