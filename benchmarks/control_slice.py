@@ -308,7 +308,8 @@ def markdown(data: dict[str, Any]) -> str:
     lines = [
         "# Control slice: the real accuracy estimated from a random slice of the queue",
         "",
-        f"{p['dataset']} (raw pixels), {p['seeds']} seeds (a new 75/25 pool/test split each), "
+        f"{p['dataset']} (raw pixels), {max(r['seeds'] for r in s.values())} seeds (a new "
+        "75/25 pool/test split each), "
         f"batch {p['batch']}, budget {p['budget']} labels, the product's head (semi-supervised "
         f"over the pool, `{DEFAULT_SEMI}`), selector `{p['strategy']}` through `queue_order`, "
         "the control slice through `interleave_control` (as the backend does); the annotators "
@@ -433,7 +434,21 @@ def main() -> None:
             log(
                 f"fraction {f} seed {seed}: {r['control_labels']} control labels, pooled "
                 f"{r['pooled']['estimate']} vs {r['pooled']['truth']:.3f}, holdout "
-                f"{r['holdout']['estimate']} vs {r['holdout']['truth']:.3f} ({r['seconds']:.0f} s)"
+                f"{r['holdout']['estimate']} vs {r['holdout']['truth']:.3f}, PPI "
+                f"{r['pooled_ppi']['estimate']} ({r['seconds']:.0f} s)"
+            )
+            # the seeds so far, in the final file's form (--merge reads it): a long run that
+            # is stopped keeps what it measured
+            done = sorted({x["fraction"] for x in runs})
+            write_json(
+                Path(f"{args.out}.partial.json"),
+                {
+                    "params": {**vars(args), "fractions": done, "tolerance": TOLERANCE},
+                    "summary": summarise(runs, done),
+                    "runs": runs,
+                    "seconds": time.perf_counter() - started,
+                    "environment": environment(),
+                },
             )
     data = {
         "params": {**vars(args), "fractions": fractions, "tolerance": TOLERANCE},
