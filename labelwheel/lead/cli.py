@@ -431,14 +431,17 @@ def report_command(cost_per_label: float | None, **kw: Any) -> None:
     loaded = _load(kw)
     pool = loaded.pool
     _skipped_note(pool)
+    record = loaded.store if pool.project_id is not None else None
+    confidence = record.control_confidence(pool.project_id) if record is not None else None
     rep = build_report(
         pool,
         acceptance=acceptance_rows(pool, loaded.store),
-        honest=estimate_versions(loaded.store.control_feedback(pool.project_id))
-        if loaded.store is not None and pool.project_id is not None
+        honest=estimate_versions(record.control_feedback(pool.project_id), confidence)
+        if record is not None
         else None,
         cost_per_label=cost_per_label,
         seed=kw["seed"],
+        honest_confidence=confidence,
     )
     if kw["as_json"]:
         _emit_json(rep.to_dict())
@@ -497,12 +500,12 @@ def report_command(cost_per_label: float | None, **kw: Any) -> None:
     else:
         click.echo("no annotations made on pre-labels yet")
     if loaded.store is not None:
-        _echo_honest(rep.honest)
+        _echo_honest(rep.honest, rep.honest_all_versions)
     for note in rep.notes:
         click.echo(f"note: {note}")
 
 
-def _echo_honest(rows: list[Any]) -> None:
+def _echo_honest(rows: list[Any], pooled: Any = None) -> None:
     """The honest measure: real accuracy (random control slice) vs accuracy on selected tasks."""
 
     def pct(x: float | None) -> str | None:
@@ -514,7 +517,14 @@ def _echo_honest(rows: list[Any]) -> None:
         fmt = "{:+.0%}" if signed else "{:.0%}"
         return f"{fmt.format(iv[0])}..{fmt.format(iv[1])}"
 
-    from labelwheel.lead.honest import pooled_estimate
+    from labelwheel.lead.honest import PPI_MIN_LABELS, pooled_estimate
+
+    def ppi(r: Any) -> list[str | None]:
+        if r.ppi is None or r.ppi.estimate is None:
+            return [None, None]
+        if r.ppi.method != "ppi":
+            return ["(plain)", None]
+        return [pct(r.ppi.estimate), span(r.ppi.interval)]
 
     click.echo("\nreal accuracy per version (random control slice) vs selected tasks")
     if not any(r.control_n for r in rows):
@@ -525,24 +535,39 @@ def _echo_honest(rows: list[Any]) -> None:
         return
     click.echo(
         _table(
-            ["version", "control", "real", "95% CI", "selected", "on selected", "lift", "95% CI"],
+            [
+                "version",
+                "control",
+                "real",
+                "95% CI",
+                "real (PPI)",
+                "95% CI",
+                "selected",
+                "on selected",
+                "lift",
+                "95% CI",
+            ],
             [
                 [
                     r.version,
                     r.control_n,
                     pct(r.real_accuracy),
                     span(r.real_interval),
+                    *ppi(r),
                     r.selected_n,
                     pct(r.selected_accuracy),
                     None if r.lift is None else f"{r.lift:+.0%}",
                     span(r.lift_interval, signed=True),
                 ]
-                for r in [*rows, pooled_estimate(rows)]
+                for r in [*rows, pooled if pooled is not None else pooled_estimate(rows)]
             ],
         )
     )
     click.echo(
         "real = pre-labels approved on random control tasks (unbiased; Wilson 95% interval); "
+        "real (PPI) = the same labels correcting the version's own calibrated confidence over "
+        "its whole pool (prediction-powered, unbiased, normal 95% interval; (plain): under "
+        f"{PPI_MIN_LABELS} control labels or no confidence recorded, the plain one stands); "
         "on selected = on the selector's tasks (biased low by design); lift = real - selected"
     )
 

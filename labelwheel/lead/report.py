@@ -10,7 +10,9 @@
 * pre-label acceptance rate per model version (approvals / annotations made on a pre-label),
   from the backend's store or from Label Studio's annotations;
 * the honest measure (:mod:`labelwheel.lead.honest`): each version's real accuracy from its
-  random control slice, next to its accuracy on the selected tasks, and the lift between them.
+  random control slice, next to its accuracy on the selected tasks, and the lift between them;
+  beside the plain proportion, the prediction-powered (PPI) estimate from the same control
+  labels and the version's confidence over its whole pool.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from labelwheel.lead.coverage import Coverage, analyse_coverage
-from labelwheel.lead.honest import HonestEstimate, pooled_estimate
+from labelwheel.lead.honest import ControlConfidence, HonestEstimate, pooled_estimate
 from labelwheel.pool import Pool
 
 
@@ -74,15 +76,20 @@ class Report:
     honest: list[HonestEstimate] = field(default_factory=list)
     clusters: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    honest_pooled: HonestEstimate | None = None
+    """The all-versions row as computed with the PPI inputs (:func:`build_report`)."""
 
     @property
     def honest_all_versions(self) -> HonestEstimate | None:
         """The control-slice estimate over all versions together (None without versions)."""
+        if self.honest_pooled is not None:
+            return self.honest_pooled
         return pooled_estimate(self.honest) if self.honest else None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         out = asdict(self)
+        out.pop("honest_pooled", None)
         out["acceptance"] = [a.to_dict() for a in self.acceptance]
         out["honest"] = [h.to_dict() for h in self.honest]
         pooled = self.honest_all_versions
@@ -186,8 +193,12 @@ def build_report(
     honest: list[HonestEstimate] | None = None,
     cost_per_label: float | None = None,
     seed: int = 0,
+    honest_confidence: ControlConfidence | None = None,
 ) -> Report:
-    """Compute the report for a pool (``coverage`` is computed, without a map, if not given)."""
+    """Compute the report for a pool (``coverage`` is computed, without a map, if not given).
+    ``honest_confidence`` (:func:`labelwheel.records.read_control_confidence`) adds the PPI
+    estimate to the all-versions row (the per-version rows carry theirs from
+    :func:`labelwheel.lead.honest.estimate_versions`)."""
     if cost_per_label is not None and cost_per_label < 0:
         raise ValueError("cost per label must be a non-negative number")
     cov = coverage or analyse_coverage(pool, seed=seed, with_map=False)
@@ -233,4 +244,9 @@ def build_report(
         honest=list(honest or []),
         clusters=[r.__dict__ for r in cov.rows],
         notes=notes,
+        honest_pooled=(
+            pooled_estimate(list(honest), confidence=honest_confidence)
+            if honest and honest_confidence is not None
+            else None
+        ),
     )

@@ -530,7 +530,7 @@ def _version_details(service: Any, version: Version) -> dict[str, Any]:
 
 
 def _honest(service: Any, version: Version) -> dict[str, Any]:
-    from labelwheel.lead.honest import honest_estimate
+    from labelwheel.lead.honest import honest_estimate, with_ppi
 
     counts = service.store.control_feedback(version.project_id).get(version.name, {})
 
@@ -538,7 +538,12 @@ def _honest(service: Any, version: Version) -> dict[str, Any]:
         c = counts.get(kind, {})
         return int(c.get("approval", 0)), int(c.get("correction", 0))
 
-    out = honest_estimate(version.name, pair("control"), pair("selected")).to_dict()
+    # "ppi": the same real accuracy by prediction-powered inference (the version's confidence
+    # over its whole pool, its bias corrected on the control labels), beside the plain one
+    out = with_ppi(
+        honest_estimate(version.name, pair("control"), pair("selected")),
+        service.store.control_confidence(version.project_id),
+    ).to_dict()
     out["control_fraction"] = service.settings.control_fraction
     return out
 

@@ -150,3 +150,150 @@ def test_control_tasks_recorded_and_approvals_move_the_estimate(
     assert row["control_n"] == h2["control_n"] and row["selected_n"] == 2
     assert row["real_accuracy"] == h2["real_accuracy"]
     assert report["honest_all_versions"]["control_n"] == h2["control_n"]
+
+
+def test_ppi_inputs_recorded_at_ranking_and_shown_in_versions(
+    make_app: Any, label_studio: Any, ls_client: Any, digits: Any, tmp_path: Any
+) -> None:
+    """The ranking records each control task's confidence (the calibrated probability /predict
+    serves with the pre-label) and the pool's N, mean and variance of it; ``/versions`` and
+    ``labelwheel report`` show the prediction-powered estimate beside the plain one."""
+    from labelwheel.lead.honest import PPI_MIN_LABELS, ControlLabel, PoolConfidence, ppi_accuracy
+
+    app = make_app(
+        LABEL_STUDIO_URL=label_studio.url,
+        LABEL_STUDIO_API_KEY=label_studio.token,
+        LABELWHEEL_ALLOWED_HOSTS="127.0.0.1",
+        LABELWHEEL_CONTROL_FRACTION="0.5",
+    )
+    service = get_service(app)
+    client = app.test_client()
+    images, target = digits
+    idx = [int(i) for c in (0, 1) for i in np.flatnonzero(target == c)[:26]]
+    created = ls_client.create_project("labelwheel control slice ppi", CONFIG_SINGLE)
+    pid = int(created["id"])
+    ids = ls_client.import_tasks(pid, [{"image": data_uri(images[i])} for i in idx])
+    truth = {int(t): NAMES[int(target[i])] for t, i in zip(ids, idx, strict=True)}
+    tasks = {int(t): ls_client.get_task(int(t)) for t in ids}
+    first = [t for t in ids if truth[t] == "zero"][:5] + [t for t in ids if truth[t] == "one"][:5]
+    for k, t in enumerate(first):
+        _annotate(client, 80_000 + k, tasks[t], pid, truth[t], truth[t], "cold")
+    resp = client.post(
+        "/webhook",
+        json={"action": "START_TRAINING", "project": {"id": pid, "label_config": CONFIG_SINGLE}},
+    )
+    assert resp.status_code == 200
+    assert service.worker.wait_idle(120)
+    version = service.model.version_name(pid)
+    config = service.config_for(pid)
+    assert version == "v1" and config is not None
+    ranking = service.model.rank_pool(pid, config)
+    assert ranking is not None and ranking.version == version
+    pool = [t for t in ids if t not in first]
+    control = sorted(ranking.control)
+    assert len(control) >= PPI_MIN_LABELS + 2, "a 0.5 slice of 42 tasks"
+
+    # the served pre-labels and their scores: the confidence c of every pool task
+    body = {
+        "tasks": [tasks[t] for t in pool],
+        "project": f"{pid}.1",
+        "label_config": CONFIG_SINGLE,
+    }
+    results = client.post("/predict", json=body).get_json()["results"]
+    served: dict[int, tuple[str, float]] = {}
+    for t, pred in zip(pool, results, strict=True):
+        (choice,) = pred["result"]
+        served[t] = (choice["value"]["choices"][0], float(choice["score"]))
+    recorded = {
+        int(r[0]): r[1]
+        for r in service.store.query(
+            "SELECT task_id, confidence FROM control_tasks WHERE project_id = ? AND version = ?",
+            (pid, version),
+        )
+    }
+    assert set(recorded) == set(control)
+    for t in control:
+        assert recorded[t] == pytest.approx(served[t][1], abs=1e-6)
+    conf = np.array([served[t][1] for t in pool])
+    (row,) = service.store.query(
+        "SELECT n, mean, var FROM control_pools WHERE project_id = ? AND version = ?",
+        (pid, version),
+    )
+    assert row[0] == len(pool)
+    assert row[1] == pytest.approx(conf.mean(), abs=1e-6)
+    assert row[2] == pytest.approx(conf.var(), abs=1e-6)
+
+    # a plain estimate before the labels; PPI falls back to it
+    h = _honest(client, pid, version)
+    assert h["ppi"]["method"] == "plain" and h["ppi"]["n"] == 0
+
+    # annotators on the control tasks: the truth; the 4 least confident pre-labels are
+    # corrected (shown the other label), the rest approved when the model was right
+    other = {"zero": "one", "one": "zero"}
+    unsure = set(sorted(control, key=lambda t: served[t][1])[:4])
+    labels = []
+    for k, t in enumerate(control):
+        shown = other[truth[t]] if t in unsure else served[t][0]
+        _annotate(client, 81_000 + k, tasks[t], pid, truth[t], shown, version)
+        labels.append(ControlLabel(version, shown == truth[t], served[t][1]))
+    h = _honest(client, pid, version)
+    assert h["control_n"] == len(control)
+    ppi = h["ppi"]
+    assert ppi["method"] == "ppi" and 0 < ppi["lam"] <= 1
+    assert (ppi["n"], ppi["n_confidence"], ppi["pool_n"]) == (len(control), len(control), len(pool))
+    # the same numbers from what /predict served, independently of the store
+    expected = ppi_accuracy(labels, {version: PoolConfidence(len(pool), conf.mean(), conf.var())})
+    assert ppi["estimate"] == pytest.approx(expected.estimate, abs=1e-6)
+    assert ppi["interval"] == pytest.approx(list(expected.interval or ()), abs=1e-6)
+    assert ppi["interval"][0] <= ppi["estimate"] <= ppi["interval"][1]
+    assert h["real_interval"] is not None
+
+    # the data lead's report reads the same from the backend's record, read-only
+    result = CliRunner().invoke(
+        cli,
+        [
+            "report",
+            "--project",
+            str(pid),
+            "--model-dir",
+            str(service.settings.model_dir),
+            "--image-size",
+            str(IMAGE_SIZE),
+            "--cache-dir",
+            str(tmp_path / "lead-cache"),
+            "--json",
+            "--quiet",
+        ],
+        env={"LABEL_STUDIO_URL": label_studio.url, "LABEL_STUDIO_API_KEY": label_studio.token},
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    (row_v,) = [r for r in report["honest"] if r["version"] == version]
+    assert row_v["ppi"]["estimate"] == pytest.approx(ppi["estimate"], abs=1e-9)
+    pooled = report["honest_all_versions"]["ppi"]
+    assert pooled["method"] == "ppi" and pooled["estimate"] == pytest.approx(ppi["estimate"])
+
+    # the text report: the PPI column beside the plain one
+    args = ["report", "--project", str(pid), "--model-dir", str(service.settings.model_dir)]
+    args += ["--image-size", str(IMAGE_SIZE), "--cache-dir", str(tmp_path / "lead-cache")]
+    text = CliRunner().invoke(
+        cli,
+        [*args, "--quiet"],
+        env={"LABEL_STUDIO_URL": label_studio.url, "LABEL_STUDIO_API_KEY": label_studio.token},
+        catch_exceptions=False,
+    )
+    assert text.exit_code == 0, text.stderr
+    assert "real (PPI)" in text.stdout
+    section = text.stdout.split("real accuracy per version", 1)[1]
+    line = next(ln for ln in section.splitlines() if ln.strip().startswith(version + " "))
+    assert f"{ppi['estimate']:.0%}" in line and f"{ppi['interval'][0]:.0%}.." in line
+
+    # the dashboard's summary: the PPI estimate beside the plain one, labelled
+    page = client.get(f"/dashboard?project={pid}")
+    assert page.status_code == 200, page.get_data(as_text=True)[:500]
+    html = page.get_data(as_text=True)
+    assert 'id="control-slice"' in html and 'id="control-slice-ppi"' in html
+    ppi_box = html.split('id="control-slice-ppi"', 1)[1].split("</div>", 1)[0]
+    assert "prediction-powered" in ppi_box
+    assert f"{100 * ppi['estimate']:.1f}%" in ppi_box

@@ -84,13 +84,17 @@ def _compute(project_id: int) -> Analysis:
         status = 404 if "not found" in str(exc) else 400
         raise DashboardError(str(exc), status) from None
     coverage = analyse_coverage(pool)
+    has_control = store is not None and hasattr(store, "control_feedback")
+    confidence = store.control_confidence(project_id) if has_control else None
     honest = (
-        estimate_versions(store.control_feedback(project_id))
-        if store is not None and hasattr(store, "control_feedback")
-        else None
+        estimate_versions(store.control_feedback(project_id), confidence) if has_control else None
     )
     report = build_report(
-        pool, coverage=coverage, acceptance=acceptance_rows(pool, store), honest=honest
+        pool,
+        coverage=coverage,
+        acceptance=acceptance_rows(pool, store),
+        honest=honest,
+        honest_confidence=confidence,
     )
     history, kind = accuracy_history(pool, store)
     return Analysis(
