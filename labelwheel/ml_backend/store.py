@@ -25,23 +25,16 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from labelwheel.ml_backend.events import EventLog
+from labelwheel.ml_backend.store_control import ControlSlices
 from labelwheel.ml_backend.store_training import TrainingState, Version, version_name
-from labelwheel.records import (
-    DB_FILENAME,
-    ControlConfidence,
-    ControlFeedback,
-    FeedbackCounts,
-    read_control_confidence,
-    read_control_feedback,
-    read_feedback_counts,
-)
+from labelwheel.records import DB_FILENAME, FeedbackCounts, read_feedback_counts
 
 __all__ = ["Annotation", "AnnotationWrite", "Store", "Version", "ref_key", "version_name"]
 
@@ -180,7 +173,7 @@ def ref_key(ref: str) -> str:
     return hashlib.sha256(ref.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-class Store(EventLog, TrainingState):
+class Store(EventLog, TrainingState, ControlSlices):
     """Thread-safe access to the backend's SQLite database (one connection per thread)."""
 
     def __init__(self, model_dir: Path) -> None:
@@ -478,74 +471,6 @@ class Store(EventLog, TrainingState):
     def feedback_counts(self, project_id: int | None = None) -> FeedbackCounts:
         """(project, prediction version) -> {"approval": n, "correction": n}, live annotations."""
         return read_feedback_counts(self.query, project_id)
-
-    # -- control slice ------------------------------------------------------------------------
-
-    def record_control_tasks(
-        self,
-        project_id: int,
-        version: str,
-        task_ids: list[int],
-        confidence: Mapping[int, float] | None = None,
-    ) -> int:
-        """Remember that ``task_ids`` are in the random control slice of ``version``'s queue
-        (:mod:`labelwheel.pool.control`), with the version's calibrated confidence in each
-        task's pre-label where ``confidence`` has it (a task recorded without one gets it
-        later; a recorded one is kept: the same version gives the same number); returns how
-        many tasks were new."""
-        if not task_ids:
-            return 0
-        now = time.time()
-        conf = confidence or {}
-        pid, name = int(project_id), str(version)
-        with self.transaction() as conn:
-            have = {
-                int(r[0])
-                for r in conn.execute(
-                    "SELECT task_id FROM control_tasks WHERE project_id = ? AND version = ?",
-                    (pid, name),
-                )
-            }
-            conn.executemany(
-                "INSERT INTO control_tasks (project_id, version, task_id, created, confidence) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (project_id, version, task_id) DO UPDATE "
-                "SET confidence = COALESCE(control_tasks.confidence, excluded.confidence)",
-                [
-                    (pid, name, int(t), now, None if conf.get(t) is None else float(conf[t]))
-                    for t in task_ids
-                ],
-            )
-            return len({int(t) for t in task_ids} - have)
-
-    def record_control_pool(
-        self, project_id: int, version: str, n: int, mean: float, var: float
-    ) -> None:
-        """The version's confidence over the unlabelled pool it ranked (its last ranking): what
-        the PPI estimate averages (:func:`labelwheel.lead.honest.ppi_accuracy`)."""
-        with self.transaction() as conn:
-            conn.execute(
-                "INSERT OR REPLACE INTO control_pools (project_id, version, n, mean, var, "
-                "updated) VALUES (?, ?, ?, ?, ?, ?)",
-                (int(project_id), str(version), int(n), float(mean), float(var), time.time()),
-            )
-
-    def control_task_ids(self, project_id: int, version: str) -> set[int]:
-        """The control tasks recorded for a version of a project."""
-        rows = self.query(
-            "SELECT task_id FROM control_tasks WHERE project_id = ? AND version = ?",
-            (int(project_id), str(version)),
-        )
-        return {int(r[0]) for r in rows}
-
-    def control_feedback(self, project_id: int) -> ControlFeedback:
-        """Feedback per version on control and on selected tasks (see
-        :func:`labelwheel.records.read_control_feedback`)."""
-        return read_control_feedback(self.query, project_id)
-
-    def control_confidence(self, project_id: int) -> ControlConfidence:
-        """Control labels with their confidences, and the pool statistics per version (see
-        :func:`labelwheel.records.read_control_confidence`)."""
-        return read_control_confidence(self.query, project_id)
 
     def label_counts(self, project_id: int) -> dict[str, int]:
         """Label -> number of training annotations carrying it."""
