@@ -26,7 +26,7 @@ import numpy as np
 from labelwheel.fsio import atomic_save_array, atomic_write_bytes
 from labelwheel.head import Head, Scaling
 from labelwheel.media.storage import task_image_ref
-from labelwheel.pool import queue_order_stacked
+from labelwheel.pool import COLD_START_STRATEGY, queue_order_stacked
 from labelwheel.pool.confidence import ConfidenceSummary, prelabel_confidence
 from labelwheel.pool.control import control_seed, interleave_control
 
@@ -298,7 +298,7 @@ class Rankings:
         version's random control slice (:func:`labelwheel.pool.control.interleave_control`)."""
         pool_size = len(task_ids)
         _, head = self._current(project_id)
-        strategy = self.settings.strategy if head is not None else "typiclust"
+        strategy = self.settings.strategy if head is not None else COLD_START_STRATEGY
         order: list[int] = []
         if ok and stacked is not None:
             if remember:

@@ -26,7 +26,7 @@ __all__ = ["COLD_START_STRATEGY", "PROBA_ROWS", "QueueOrder", "queue_order", "qu
 
 log = logging.getLogger("labelwheel.pool")
 
-COLD_START_STRATEGY = "typiclust"
+COLD_START_STRATEGY = "maxherding"
 """The selector used while no model exists (it needs no probabilities)."""
 
 

@@ -324,7 +324,10 @@ def ranked_batch(
 # --------------------------------------------------------------------------------------------
 
 _LATE = ("margin", "entropy", "least_confidence", "cluster_margin", "badge", "ranked_batch")
-_EARLY = ("typiclust", "maxherding")
+_EARLY = ("maxherding", "typiclust")
+DEFAULT_EARLY = "maxherding"
+"""``adaptive``'s cold-start strategy: MaxHerding beat TypiClust at 1-5 labels per class on
+every benchmark set (``benchmarks/results/cold_start_*.md``)."""
 
 
 @dataclass(frozen=True)
@@ -332,10 +335,10 @@ class AdaptivePhase:
     """Which phase :func:`adaptive` is in, the strategy it delegates to, and why.
 
     ``uncertain_fraction`` is the share of the batch taken from ``strategy`` (the uncertainty
-    strategy) in the ``"transition"`` phase; 0 in ``"typicality"``, 1 in ``"uncertainty"``.
+    strategy) in the ``"transition"`` phase; 0 in the first phase, 1 in ``"uncertainty"``.
     """
 
-    phase: str  # "typicality", "transition" or "uncertainty"
+    phase: str  # "coverage" (MaxHerding) or "typicality" (TypiClust), "transition", "uncertainty"
     strategy: str
     reason: str
     uncertain_fraction: float = 0.0
@@ -350,11 +353,11 @@ def adaptive_phase(
     full_labels_per_class: float | None = 10.0,
     min_confidence: float = 0.0,
     late: str = "margin",
-    early: str = "typiclust",
+    early: str = DEFAULT_EARLY,
 ) -> AdaptivePhase:
     """The rule of :func:`adaptive`, as a pure function.
 
-    ``early`` (TypiClust by default; phase ``typicality``, or ``coverage`` for MaxHerding) while
+    ``early`` (MaxHerding by default, phase ``coverage``; TypiClust: phase ``typicality``) while
     any of these holds:
 
     1. there is no model (``n_classes`` or ``mean_max_probability`` is None);
@@ -418,17 +421,17 @@ def adaptive(
     full_labels_per_class: float | None = 10.0,
     min_confidence: float = 0.0,
     late: str = "margin",
-    early: str = "typiclust",
+    early: str = DEFAULT_EARLY,
 ) -> CoreResult:
-    """Adaptive: ``early`` (a cold-start strategy, default TypiClust) while labels are few,
+    """Adaptive: ``early`` (a cold-start strategy, default MaxHerding) while labels are few,
     then uncertainty (``late``, default margin).
 
-    It favours typical samples of uncovered clusters at the start and uncertain ones later.
+    It favours typical samples of uncovered regions at the start and uncertain ones later.
     The switch is :func:`adaptive_phase` (labelled count vs ``min_labels_per_class × C`` and
     the model's mean max-probability on the unlabelled pool), so the cold-start phase covers
     the dense regions of every class before the model's uncertainty is trusted; with
     ``full_labels_per_class`` the batch is shared between the two during a transition.
-    Probabilities are optional: without them the phase is always typicality. Utility: that of
+    Probabilities are optional: without them it is always the first phase. Utility: that of
     the strategy each pick came from. Cost: that of the delegates. References: Hacohen et al.,
     ICML 2022 (low vs high budget regimes); the switch rule is labelwheel's.
     """

@@ -57,7 +57,7 @@ def test_scores_rank_the_whole_unlabelled_pool(
     results = client.post("/predict", json=body).get_json()["results"]
     ranking = get_service(app).model.cached_ranking(project_id)
     assert ranking is not None and ranking.source == "pool" and ranking.pool_size == 24
-    assert ranking.strategy == "typiclust"  # cold start
+    assert ranking.strategy == "maxherding"  # cold start
     for r, task in zip(results, tasks[:3], strict=True):
         assert r["score"] == ranking.scores[task["id"]]
         assert r["result"] == [] and r["model_version"] == "v0"

@@ -92,10 +92,10 @@ def test_bad_parameters_are_clear_errors(params: dict, match: str) -> None:
         select("maxherding", 2, embeddings=x, **params)
 
 
-def test_adaptive_can_start_with_maxherding() -> None:
-    phase = adaptive_phase(5, 10, 0.5, early="maxherding")
-    assert (phase.phase, phase.strategy) == ("coverage", "maxherding")
-    assert adaptive_phase(5, 10, 0.5).strategy == "typiclust"
+def test_adaptive_starts_with_maxherding() -> None:
+    phase = adaptive_phase(5, 10, 0.5)
+    assert (phase.phase, phase.strategy) == ("coverage", "maxherding")  # the default
+    assert adaptive_phase(5, 10, 0.5, early="typiclust").strategy == "typiclust"
     with pytest.raises(ValueError, match="early"):
         adaptive_phase(5, 10, 0.5, early="kcenter")
     x, _ = _blobs([40, 40, 40], spread=0.5)

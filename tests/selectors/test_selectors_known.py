@@ -208,9 +208,11 @@ def test_cluster_margin_round_robins_over_clusters():
 
 def test_adaptive_phase_rule():
     ph = adaptive_phase(0, None, None)
+    assert ph.phase == "coverage" and ph.strategy == "maxherding"  # the default cold start
+    ph = adaptive_phase(0, None, None, early="typiclust")
     assert ph.phase == "typicality" and ph.strategy == "typiclust"
     ph = adaptive_phase(39, 10, 0.9)
-    assert ph.phase == "typicality" and "39 labels < 4 per class" in ph.reason
+    assert ph.phase == "coverage" and "39 labels < 4 per class" in ph.reason
     assert ph.uncertain_fraction == 0.0
     ph = adaptive_phase(40, 10, 0.9)
     assert ph.phase == "transition" and ph.strategy == "margin" and ph.uncertain_fraction == 0.0
@@ -220,9 +222,9 @@ def test_adaptive_phase_rule():
     assert ph.phase == "uncertainty" and ph.uncertain_fraction == 1.0
     abrupt = adaptive_phase(30, 10, 0.9, min_labels_per_class=3, full_labels_per_class=None)
     assert abrupt.phase == "uncertainty"
-    assert adaptive_phase(29, 10, 0.9, min_labels_per_class=3).phase == "typicality"
+    assert adaptive_phase(29, 10, 0.9, min_labels_per_class=3).phase == "coverage"
     ph = adaptive_phase(100, 10, 0.3, min_confidence=0.5)
-    assert ph.phase == "typicality" and "0.300 < 0.5" in ph.reason
+    assert ph.phase == "coverage" and "0.300 < 0.5" in ph.reason
     assert adaptive_phase(100, 10, 0.9, late="badge").strategy == "badge"
 
 
@@ -234,6 +236,10 @@ def test_adaptive_delegates_by_phase():
     few[:2] = True
     np.testing.assert_array_equal(
         select("adaptive", 5, embeddings=x, probabilities=p, labeled=few),
+        select("maxherding", 5, embeddings=x, probabilities=p, labeled=few),
+    )
+    np.testing.assert_array_equal(
+        select("adaptive", 5, embeddings=x, probabilities=p, labeled=few, early="typiclust"),
         select("typiclust", 5, embeddings=x, probabilities=p, labeled=few),
     )
     many = np.zeros(len(x), bool)
@@ -246,7 +252,7 @@ def test_adaptive_delegates_by_phase():
     mid[::15] = True  # 20 labels: 4 <= 6.7 per class < 10 -> about 45% margin picks
     idx = select("adaptive", 10, embeddings=x, probabilities=p, labeled=mid)
     marg = set(select("margin", 10, embeddings=x, probabilities=p, labeled=mid).tolist())
-    typ = set(select("typiclust", 10, embeddings=x, probabilities=p, labeled=mid).tolist())
+    typ = set(select("maxherding", 10, embeddings=x, probabilities=p, labeled=mid).tolist())
     from_margin = [i for i in idx.tolist() if i in marg and i not in typ]
     assert len(set(idx.tolist())) == 10 and set(idx.tolist()) <= marg | typ
     assert 3 <= len(from_margin) <= 5
