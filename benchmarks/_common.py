@@ -104,3 +104,21 @@ def _default(value: Any) -> Any:
 def fmt(value: float | None, digits: int = 1) -> str:
     """A number for a markdown table, '-' for missing."""
     return "-" if value is None else f"{value:.{digits}f}"
+
+
+def labels_to_target(labels: Any, accuracy: Any, target: float) -> dict[str, Any]:
+    """Per seed (a row of ``accuracy``, one column per entry of ``labels``), the first number
+    of labels at which accuracy reached ``target``; mean ± std over the seeds that reached it."""
+    points = np.asarray(labels)
+    per_seed: list[int | None] = []
+    for row in np.asarray(accuracy):
+        hit = np.flatnonzero(row >= target)
+        per_seed.append(int(points[hit[0]]) if hit.size else None)
+    got = [v for v in per_seed if v is not None]
+    return {
+        "per_seed": per_seed,
+        "mean": float(np.mean(got)) if got else None,
+        "std": float(np.std(got)) if got else None,
+        "reached": len(got),
+        "seeds": len(per_seed),
+    }

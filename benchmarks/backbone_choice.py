@@ -43,7 +43,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import RESULTS, SPLIT_SEED, TEST_SIZE, environment, log, write_json
+from _common import (
+    RESULTS,
+    SPLIT_SEED,
+    TEST_SIZE,
+    environment,
+    labels_to_target,
+    log,
+    write_json,
+)
 
 CONFIGS = (
     "efficientnet-lite0@112",
@@ -228,20 +236,9 @@ def accuracy_at(curve: dict[str, Any], labels: int) -> dict[str, float] | None:
 
 def labels_to(curve: dict[str, Any], target: float) -> dict[str, Any]:
     """Per seed, the first number of labels at which accuracy reached ``target``."""
-    points = np.asarray(curve["labels"])
-    per_seed: list[int | None] = []
-    for row in np.asarray(curve["accuracy"]):
-        hit = np.flatnonzero(row >= target)
-        per_seed.append(int(points[hit[0]]) if hit.size else None)
-    got = [v for v in per_seed if v is not None]
-    return {
-        "per_seed": per_seed,
-        "mean": float(np.mean(got)) if got else None,
-        "std": float(np.std(got)) if got else None,
-        "reached": len(got),
-        "seeds": len(per_seed),
-        "max_labels": int(points[-1]),
-    }
+    out = labels_to_target(curve["labels"], curve["accuracy"], target)
+    out["max_labels"] = int(np.asarray(curve["labels"])[-1])
+    return out
 
 
 def checkpoints(configs: dict[str, Any]) -> list[int]:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import RESULTS, environment, load_split, log, write_json
+from _common import RESULTS, environment, labels_to_target, load_split, log, write_json
 
 from labelwheel.simulate import SimulationResults, run_simulation
 
@@ -34,17 +34,7 @@ def _at(res: SimulationResults, name: str, labels: int) -> dict[str, float]:
 
 
 def _to_target(res: SimulationResults, name: str, target: float) -> dict[str, Any]:
-    per_seed: list[int | None] = []
-    for row in res.accuracy[name]:
-        hit = np.flatnonzero(row >= target)
-        per_seed.append(int(res.labels[hit[0]]) if hit.size else None)
-    got = [v for v in per_seed if v is not None]
-    return {
-        "per_seed": per_seed,
-        "mean": float(np.mean(got)) if got else None,
-        "std": float(np.std(got)) if got else None,
-        "reached": len(got),
-    }
+    return labels_to_target(res.labels, res.accuracy[name], target)
 
 
 def main() -> None:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import RESULTS, environment, load_split, log, write_json
+from _common import RESULTS, environment, labels_to_target, load_split, log, write_json
 
 from labelwheel.simulate import SimulationResults, run_simulation
 from labelwheel.simulate.loop import selector_picker
@@ -52,19 +52,7 @@ BALANCED = ("margin", "adaptive", "typiclust")
 
 def needed(res: SimulationResults, name: str, target: float) -> dict[str, Any]:
     """Labels to reach ``target`` per seed: mean ± std over the seeds that reached it."""
-    acc = res.accuracy[name]
-    per_seed: list[int | None] = []
-    for row in acc:
-        hit = np.flatnonzero(row >= target)
-        per_seed.append(int(res.labels[hit[0]]) if hit.size else None)
-    got = [v for v in per_seed if v is not None]
-    return {
-        "per_seed": per_seed,
-        "mean": float(np.mean(got)) if got else None,
-        "std": float(np.std(got)) if got else None,
-        "reached": len(got),
-        "seeds": len(per_seed),
-    }
+    return labels_to_target(res.labels, res.accuracy[name], target)
 
 
 def at(res: SimulationResults, name: str, labels: int) -> dict[str, float]:

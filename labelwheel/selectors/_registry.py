@@ -174,3 +174,17 @@ def top_n(utility: NDArray[np.floating], candidates: Indices, n: int) -> CoreRes
     else:
         order = np.argsort(-u, kind="stable")[:n]
     return candidates[order].astype(np.int64), u[order]
+
+
+def fill_random(pool: Pool, picks: list[int], utils: list[float], n: int) -> CoreResult:
+    """``picks`` (with their ``utils``) topped up to ``n`` with unlabelled samples not picked
+    yet, drawn at random with utility 0: what a coverage strategy returns once nothing adds
+    coverage."""
+    if len(picks) < n:
+        chosen = np.zeros(pool.n_samples, dtype=bool)
+        chosen[picks] = True
+        rest = np.flatnonzero(~pool.labeled & ~chosen)
+        extra = pool.rng().permutation(rest)[: n - len(picks)]
+        picks = [*picks, *(int(i) for i in extra)]
+        utils = [*utils, *([0.0] * extra.size)]
+    return np.asarray(picks, dtype=np.int64), np.asarray(utils, dtype=np.float64)

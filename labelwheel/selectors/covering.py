@@ -20,7 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
-from labelwheel.selectors._registry import CoreResult, strategy
+from labelwheel.selectors._registry import CoreResult, fill_random, strategy
 from labelwheel.selectors._space import (
     F32,
     _chunk_rows,
@@ -207,11 +207,4 @@ def probcover(
             hit = np.concatenate([rev.indices[rev.indptr[u] : rev.indptr[u + 1]] for u in newly])
             np.subtract.at(counts, hit, 1)
         counts[v] = -1
-    if len(picks) < n:
-        chosen = np.zeros(nn, dtype=bool)
-        chosen[picks] = True
-        rest = np.flatnonzero(~pool.labeled & ~chosen)
-        extra = pool.rng().permutation(rest)[: n - len(picks)]
-        picks.extend(int(i) for i in extra)
-        utils.extend([0.0] * extra.size)
-    return np.asarray(picks, dtype=np.int64), np.asarray(utils, dtype=np.float64)
+    return fill_random(pool, picks, utils, n)

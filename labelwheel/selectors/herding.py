@@ -21,7 +21,7 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
-from labelwheel.selectors._registry import CoreResult, strategy
+from labelwheel.selectors._registry import CoreResult, fill_random, strategy
 from labelwheel.selectors._space import working_space
 from labelwheel.selectors._validation import Pool, check_fraction, check_positive_int
 from labelwheel.selectors.covering import _knn
@@ -151,11 +151,4 @@ def _herd(
             gain[cands] -= np.maximum(kv - old, 0.0) - np.maximum(kv - new, 0.0)
             cover[i] = new
         gain[s] = -np.inf
-    if len(picks) < n:
-        chosen = np.zeros(size, dtype=bool)
-        chosen[picks] = True
-        rest = np.flatnonzero(~pool.labeled & ~chosen)
-        extra = pool.rng().permutation(rest)[: n - len(picks)]
-        picks.extend(int(i) for i in extra)
-        utils.extend([0.0] * extra.size)
-    return np.asarray(picks, dtype=np.int64), np.asarray(utils, dtype=np.float64)
+    return fill_random(pool, picks, utils, n)
