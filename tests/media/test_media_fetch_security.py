@@ -19,19 +19,33 @@ FILEURI = base64.urlsafe_b64encode(b"s3://bucket/cats/1.png").decode()
 
 
 @pytest.fixture
-def ls() -> Iterator[Recorder]:
-    server = Recorder("127.0.0.1")
-    yield server
-    server.close()
+def servers() -> Iterator[tuple[Recorder, Recorder]]:
+    """Label Studio on 127.0.0.1 and a canary on 127.0.0.2 with the same port number, so a URL
+    read with the wrong host (same port) would land on the canary. The port is chosen where
+    both addresses are free: another process listening on that port number on every address
+    would make the canary's bind fail (seen once in a full run)."""
+    for _ in range(20):
+        ls = Recorder("127.0.0.1")
+        try:
+            canary = Recorder("127.0.0.2", ls.port)
+        except OSError:
+            ls.close()
+            continue
+        yield ls, canary
+        canary.close()
+        ls.close()
+        return
+    raise RuntimeError("no port free on both 127.0.0.1 and 127.0.0.2 in 20 tries")
 
 
 @pytest.fixture
-def canary(ls: Recorder) -> Iterator[Recorder]:
-    """127.0.0.2 on Label Studio's port number, so a URL read with the wrong host (same port)
-    would land here."""
-    server = Recorder("127.0.0.2", ls.port)
-    yield server
-    server.close()
+def ls(servers: tuple[Recorder, Recorder]) -> Recorder:
+    return servers[0]
+
+
+@pytest.fixture
+def canary(servers: tuple[Recorder, Recorder]) -> Recorder:
+    return servers[1]
 
 
 @pytest.fixture
