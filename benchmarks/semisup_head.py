@@ -280,6 +280,7 @@ def markdown(s: dict[str, Any], gaps: dict[str, float]) -> str:
         'Semi head: `HeadConfig(semi_supervised="spreading")` (labelwheel/semisup.py). '
         "Plain head: the logistic regression on the labels only.",
         "",
+        *([f"Note: {s['note']}", ""] if s.get("note") else []),
         "| strategy | head | labels to 95% (mean ± std) | seeds reached | × random+plain "
         f"| acc @ {rows['random|plain']['at_one_per_class']['labels']} labels (%) "
         f"| acc @ {s['budget']} (%) | vs random+semi @ {s['budget']} (points) | select s / seed |",
