@@ -472,7 +472,12 @@ def markdown(result: dict[str, Any]) -> str:
         f"{result['onnxruntime']} ({result['onnx_threads']} threads). {result['cpu']}, "
         f"{result['cpu_count']} CPUs, measured {result['measured']}.",
         "",
-        f"**Shared machine**: other jobs ran beside this one. 1-minute load average at start "
+        (
+            "**Run alone** (nothing else running; the load is this benchmark's own). "
+            if result["load_1m_at_start"] < 1.0
+            else "**Shared machine**: other jobs ran beside this one. "
+        )
+        + f"1-minute load average at start "
         f"{result['load_1m_at_start']}, at end {result['load_1m_at_end']}, per round "
         f"(before->after): {loads}. Ratios are taken within each round (the paths of one round "
         "share its noise) and the median round's ratio is reported.",
