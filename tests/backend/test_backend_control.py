@@ -21,6 +21,31 @@ NAMES = {0: "zero", 1: "one"}
 FRACTION = 0.25
 
 
+def _lead_report(pid: int, service: Any, label_studio: Any, tmp_path: Any) -> dict[str, Any]:
+    """``labelwheel report --json`` on the backend's record (read-only), as a data lead runs it."""
+    result = CliRunner().invoke(
+        cli,
+        [
+            "report",
+            "--project",
+            str(pid),
+            "--model-dir",
+            str(service.settings.model_dir),
+            "--image-size",
+            str(IMAGE_SIZE),
+            "--cache-dir",
+            str(tmp_path / "lead-cache"),
+            "--json",
+            "--quiet",
+        ],
+        env={"LABEL_STUDIO_URL": label_studio.url, "LABEL_STUDIO_API_KEY": label_studio.token},
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.stderr
+    report: dict[str, Any] = json.loads(result.stdout)
+    return report
+
+
 def _honest(client: Any, project_id: int, version: str) -> dict[str, Any]:
     body = client.get(f"/versions?project={project_id}").get_json()
     (detail,) = [d for d in body["details"] if d["name"] == version]
@@ -126,26 +151,7 @@ def test_control_tasks_recorded_and_approvals_move_the_estimate(
     assert h2["lift_interval"][0] < h2["lift"] < h2["lift_interval"][1]
 
     # the data lead's report reads the same from the backend's record, read-only
-    result = CliRunner().invoke(
-        cli,
-        [
-            "report",
-            "--project",
-            str(pid),
-            "--model-dir",
-            str(service.settings.model_dir),
-            "--image-size",
-            str(IMAGE_SIZE),
-            "--cache-dir",
-            str(tmp_path / "lead-cache"),
-            "--json",
-            "--quiet",
-        ],
-        env={"LABEL_STUDIO_URL": label_studio.url, "LABEL_STUDIO_API_KEY": label_studio.token},
-        catch_exceptions=False,
-    )
-    assert result.exit_code == 0, result.stderr
-    report = json.loads(result.stdout)
+    report = _lead_report(pid, service, label_studio, tmp_path)
     (row,) = [r for r in report["honest"] if r["version"] == version]
     assert row["control_n"] == h2["control_n"] and row["selected_n"] == 2
     assert row["real_accuracy"] == h2["real_accuracy"]
@@ -249,26 +255,7 @@ def test_ppi_inputs_recorded_at_ranking_and_shown_in_versions(
     assert h["real_interval"] is not None
 
     # the data lead's report reads the same from the backend's record, read-only
-    result = CliRunner().invoke(
-        cli,
-        [
-            "report",
-            "--project",
-            str(pid),
-            "--model-dir",
-            str(service.settings.model_dir),
-            "--image-size",
-            str(IMAGE_SIZE),
-            "--cache-dir",
-            str(tmp_path / "lead-cache"),
-            "--json",
-            "--quiet",
-        ],
-        env={"LABEL_STUDIO_URL": label_studio.url, "LABEL_STUDIO_API_KEY": label_studio.token},
-        catch_exceptions=False,
-    )
-    assert result.exit_code == 0, result.stderr
-    report = json.loads(result.stdout)
+    report = _lead_report(pid, service, label_studio, tmp_path)
     (row_v,) = [r for r in report["honest"] if r["version"] == version]
     assert row_v["ppi"]["estimate"] == pytest.approx(ppi["estimate"], abs=1e-9)
     pooled = report["honest_all_versions"]["ppi"]
