@@ -27,8 +27,9 @@ from labelwheel.fsio import atomic_save_array, atomic_write_bytes
 from labelwheel.head import Head, Scaling
 from labelwheel.media.storage import task_image_ref
 from labelwheel.pool import COLD_START_STRATEGY, queue_order_stacked
-from labelwheel.pool.confidence import ConfidenceSummary, prelabel_confidence
+from labelwheel.pool.confidence import confidence_from_proba, summarise
 from labelwheel.pool.control import control_seed, interleave_control
+from labelwheel.records import PoolConfidence
 
 if TYPE_CHECKING:  # pragma: no cover
     from labelwheel.label_config import ClassificationConfig
@@ -58,7 +59,7 @@ class PoolRanking:
     """Task ids in the random control slice (``LABELWHEEL_CONTROL_FRACTION``)."""
     control_confidence: dict[int, float] = field(default_factory=dict)
     """Control task id -> the version's calibrated confidence in its pre-label."""
-    pool_confidence: ConfidenceSummary | None = None
+    pool_confidence: PoolConfidence | None = None
     """The version's confidence over the ranked unlabelled pool (with a control slice)."""
 
 
@@ -300,6 +301,7 @@ class Rankings:
         _, head = self._current(project_id)
         strategy = self.settings.strategy if head is not None else COLD_START_STRATEGY
         order: list[int] = []
+        probs: np.ndarray | None = None
         if ok and stacked is not None:
             if remember:
                 self._remember_scaling(project_id, Scaling.of(stacked))
@@ -313,7 +315,7 @@ class Rankings:
                 depth=self.settings.rank_depth,
                 first_batch=self.settings.retrain_every or 10,
             )
-            strategy = queue.strategy
+            strategy, probs = queue.strategy, queue.probabilities
             order = [ok[p] for p in queue.order]
         has_vector = set(ok)
         order.extend(i for i in range(pool_size) if i not in has_vector)
@@ -330,11 +332,12 @@ class Rankings:
             control = frozenset(task_ids[i] for i in sliced.control)
         scores = {task_ids[i]: rank / max(pool_size, 1) for rank, i in enumerate(order)}
         ranking = PoolRanking("", 0, scores, strategy, source, time.time(), pool_size, control)
-        if control and head is not None and ok and stacked is not None:
+        if control and head is not None and probs is not None:
             # the PPI estimate's inputs (labelwheel.lead.honest.ppi_accuracy): the version's
-            # confidence in every unlabelled task's pre-label, in blocks of rows
-            conf = prelabel_confidence(head, stacked[: len(ok)])
-            ranking.pool_confidence = ConfidenceSummary.of(conf)
+            # confidence in every unlabelled task's pre-label, from the probabilities the
+            # ranking already computed
+            conf = confidence_from_proba(probs[: len(ok)], head.multi_label)
+            ranking.pool_confidence = summarise(conf)
             ranking.control_confidence = {
                 task_ids[i]: float(conf[p]) for p, i in enumerate(ok) if task_ids[i] in control
             }

@@ -10,12 +10,13 @@ the ``(rows, labels)`` probabilities of a large pool are never held at once. Pur
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
-__all__ = ["BLOCK_ROWS", "ConfidenceSummary", "prelabel_confidence"]
+from labelwheel.records import PoolConfidence
+
+__all__ = ["BLOCK_ROWS", "confidence_from_proba", "prelabel_confidence", "summarise"]
 
 BLOCK_ROWS = 8192
 """Rows per ``predict_proba`` call."""
@@ -27,21 +28,23 @@ class _ProbaHead(Protocol):
     def predict_proba(self, x: np.ndarray) -> np.ndarray: ...
 
 
-@dataclass(frozen=True)
-class ConfidenceSummary:
-    """The pool's confidence: ``n`` tasks, ``mean`` and population variance ``var``."""
+def summarise(confidence: np.ndarray) -> PoolConfidence:
+    """``n``, mean and population variance of a vector of confidences (``n`` = 0: mean and
+    variance 0), as the store records them per version."""
+    c = np.asarray(confidence, dtype=np.float64)
+    if c.size == 0:
+        return PoolConfidence(0, 0.0, 0.0)
+    return PoolConfidence(int(c.size), float(c.mean()), float(c.var()))
 
-    n: int
-    mean: float
-    var: float
 
-    @classmethod
-    def of(cls, confidence: np.ndarray) -> ConfidenceSummary:
-        """Summary of a vector of confidences (``n`` = 0: mean and variance 0)."""
-        c = np.asarray(confidence, dtype=np.float64)
-        if c.size == 0:
-            return cls(0, 0.0, 0.0)
-        return cls(int(c.size), float(c.mean()), float(c.var()))
+def confidence_from_proba(p: np.ndarray, multi_label: bool) -> np.ndarray:
+    """``c`` per row of a head's probabilities ``p`` (float64, in ``[0, 1]``)."""
+    p = np.asarray(p, dtype=np.float64)
+    if multi_label:
+        c = np.prod(np.maximum(p, 1.0 - p), axis=1)
+    else:
+        c = p.max(axis=1) if p.shape[1] else np.zeros(len(p))
+    return np.clip(c, 0.0, 1.0)
 
 
 def prelabel_confidence(
@@ -52,10 +55,6 @@ def prelabel_confidence(
         raise ValueError(f"block_rows must be >= 1, got {block_rows!r}")
     out = np.empty(len(x), dtype=np.float64)
     for start in range(0, len(x), block_rows):
-        p = np.asarray(head.predict_proba(x[start : start + block_rows]), dtype=np.float64)
-        if head.multi_label:
-            c = np.prod(np.maximum(p, 1.0 - p), axis=1)
-        else:
-            c = p.max(axis=1) if p.shape[1] else np.zeros(len(p))
-        out[start : start + len(p)] = np.clip(c, 0.0, 1.0)
+        p = head.predict_proba(x[start : start + block_rows])
+        out[start : start + len(p)] = confidence_from_proba(p, head.multi_label)
     return out

@@ -36,6 +36,9 @@ class QueueOrder:
 
     order: list[int]
     strategy: str
+    probabilities: np.ndarray | None = None
+    """The head's probabilities of every row (the unlabelled ones first), when a head scored
+    them (None at cold start): callers that need them do not score the pool a second time."""
 
 
 def _select(
@@ -146,4 +149,4 @@ def queue_order_stacked(
             seen.add(p)
             order.append(p)
     order.extend(i for i in range(n) if i not in seen)
-    return QueueOrder(order, used)
+    return QueueOrder(order, used, probs)

@@ -171,7 +171,7 @@ def test_bad_confidence_is_a_clear_error() -> None:
 
 def test_prelabel_confidence_in_blocks_on_a_real_head() -> None:
     from labelwheel.head import fit_codes, fit_head
-    from labelwheel.pool.confidence import ConfidenceSummary, prelabel_confidence
+    from labelwheel.pool.confidence import prelabel_confidence, summarise
 
     rng = np.random.default_rng(8)
     x = np.vstack([rng.normal(0, 1, (30, 5)), rng.normal(2, 1, (30, 5))]).astype(np.float32)
@@ -180,13 +180,13 @@ def test_prelabel_confidence_in_blocks_on_a_real_head() -> None:
     c = prelabel_confidence(head, x, block_rows=7)
     assert c == pytest.approx(head.predict_proba(x).max(axis=1))
     assert np.all((c >= 0.5) & (c <= 1.0))  # the max of two non-zero classes
-    summary = ConfidenceSummary.of(c)
+    summary = summarise(c)
     assert (summary.n, summary.mean, summary.var) == (
         60,
         pytest.approx(c.mean()),
         pytest.approx(c.var()),
     )
-    assert ConfidenceSummary.of(np.array([])) == ConfidenceSummary(0, 0.0, 0.0)
+    assert summarise(np.array([])) == PoolConfidence(0, 0.0, 0.0)
 
     sets = [("a", "b") if v else ("a",) for v in y]
     multi = fit_head(x, sets, ("a", "b"), True)
