@@ -93,33 +93,20 @@ def main() -> None:
     names = [s for s in args.strategies.split(",") if s]
     plain_names = [s for s in args.plain_strategies.split(",") if s and s != "random"]
     X_pool, y_pool, X_test, y_test, meta = load_split(args.dataset)
+    split = (X_pool, y_pool, X_test, y_test)
     env = environment()
     started = time.time()
     common: dict[str, Any] = {"batch_size": args.batch_size, "seeds": args.seeds}
     stem = f"semisup_head_{args.dataset}{'_' + args.tag if args.tag else ''}"
     if args.plain_only:
-        log(f"{args.dataset}: {plain_names} + plain head to {args.budget}")
-        res = run_simulation(
-            X_pool,
-            y_pool,
-            X_test,
-            y_test,
-            plain_names,
-            budget=args.budget,
-            semi_supervised="none",
-            **common,
-        )
-        target = 0.95 * res.full_accuracy
+        full_accuracy, plain_rows = _plain_rows(split, plain_names, args.budget, common)
         out = {
             "dataset": args.dataset,
             "env": env,
             "seeds": args.seeds,
             "budget": args.budget,
-            "full_accuracy": res.full_accuracy,
-            "rows": {
-                f"{name}|plain": _row(res, name, "plain", target, args.budget)
-                for name in res.accuracy
-            },
+            "full_accuracy": full_accuracy,
+            "rows": plain_rows,
             "seconds": round(time.time() - started, 1),
         }
         write_json(RESULTS / f"{stem}_plain.json", out)
@@ -168,19 +155,7 @@ def main() -> None:
             rows[f"{name}|{head}"] = _row(res, name, head, target, args.budget)
     rows["random|plain"] = _row(plain, "random", "plain", target, args.budget)
     if plain_names:
-        log(f"{args.dataset}: {plain_names} + plain head to {args.budget}")
-        others = run_simulation(
-            X_pool,
-            y_pool,
-            X_test,
-            y_test,
-            plain_names,
-            budget=args.budget,
-            semi_supervised="none",
-            **common,
-        )
-        for name in others.accuracy:
-            rows[f"{name}|plain"] = _row(others, name, "plain", target, args.budget)
+        rows.update(_plain_rows(split, plain_names, args.budget, common)[1])
     _relative_to_random_plain(rows)
     gaps = _gaps(rows)
     worst = min(gaps, key=lambda k: gaps[k])
@@ -208,6 +183,19 @@ def main() -> None:
     write_json(RESULTS / f"{stem}.json", summary)
     (RESULTS / f"{stem}.md").write_text(markdown(summary, gaps))
     log(f"wrote {stem}.{{json,md}} in {summary['seconds']} s")
+
+
+def _plain_rows(
+    split: tuple[np.ndarray, ...], names: list[str], budget: int, common: dict[str, Any]
+) -> tuple[float, dict[str, Any]]:
+    """The plain head with the selectors ``names`` to ``budget``: its full-data accuracy (the
+    same for every head run on this split) and a ``name|plain`` row per selector."""
+    log(f"{names} + plain head to {budget}")
+    res = run_simulation(*split, names, budget=budget, semi_supervised="none", **common)
+    target = 0.95 * res.full_accuracy
+    return res.full_accuracy, {
+        f"{name}|plain": _row(res, name, "plain", target, budget) for name in res.accuracy
+    }
 
 
 def _row(res: SimulationResults, name: str, head: str, target: float, budget: int) -> dict:
