@@ -103,13 +103,8 @@ def maxherding(
         idx, util = _herd(
             sub, min(n, int(np.count_nonzero(~sub.labeled))), sigma, max_neighbors, bandwidth_k
         )
-        picked = rows[idx]
-        if picked.size < n:  # the sample ran out: the rest at random, utility 0
-            left = np.setdiff1d(pool.unlabeled_idx, picked)
-            extra = rng.permutation(left)[: n - picked.size]
-            picked = np.concatenate([picked, extra])
-            util = np.concatenate([util, np.zeros(extra.size)])
-        return picked.astype(np.int64), util.astype(np.float64)
+        # the sample ran out (n above its unlabelled rows): the rest at random, utility 0
+        return fill_random(pool, [int(i) for i in rows[idx]], [float(u) for u in util], n)
     return _herd(pool, n, sigma, max_neighbors, bandwidth_k)
 
 
@@ -118,15 +113,18 @@ def _herd(
 ) -> CoreResult:
     x = pool.need_embeddings("maxherding")
     space, _ = working_space(x, pool.seed)
+    # symmetric (CSR): row s lists the samples s covers, K[i, s] = K[s, i]
     kernel, _ = herding_kernel(space, max_neighbors, sigma, bandwidth_k)
-    by_col = kernel.tocsc()  # symmetric, but CSC gives each candidate's covered rows directly
-    size = kernel.shape[0]
-    cover = np.zeros(size, dtype=np.float64)  # max kernel value to the labelled set + picks
+    cover = np.zeros(kernel.shape[0], dtype=np.float64)  # max kernel value to labelled + picks
+
+    def covered_by(s: int) -> tuple[NDArray[np.int32], NDArray[np.float64]]:
+        lo, hi = kernel.indptr[s], kernel.indptr[s + 1]
+        return kernel.indices[lo:hi], kernel.data[lo:hi]
+
     for s in np.flatnonzero(pool.labeled):
-        rows = by_col.indices[by_col.indptr[s] : by_col.indptr[s + 1]]
-        vals = by_col.data[by_col.indptr[s] : by_col.indptr[s + 1]]
+        rows, vals = covered_by(int(s))
         np.maximum.at(cover, rows, vals)
-    # gain[s] = Σ_i max(0, K[i, s] − cover[i]): row s of the symmetric kernel lists the i
+    # gain[s] = Σ_i max(0, K[i, s] − cover[i])
     excess = kernel.copy()
     excess.data = np.maximum(excess.data - cover[excess.indices], 0.0)
     gain = np.asarray(excess.sum(axis=1)).ravel()
@@ -140,13 +138,11 @@ def _herd(
             break
         picks.append(s)
         utils.append(float(gain[s]))
-        rows = by_col.indices[by_col.indptr[s] : by_col.indptr[s + 1]]
-        vals = by_col.data[by_col.indptr[s] : by_col.indptr[s + 1]]
+        rows, vals = covered_by(s)
         better = vals > cover[rows]
         for i, new in zip(rows[better], vals[better], strict=True):
             old = cover[i]
-            lo, hi = kernel.indptr[i], kernel.indptr[i + 1]
-            cands, kv = kernel.indices[lo:hi], kernel.data[lo:hi]
+            cands, kv = covered_by(int(i))
             # each candidate's gain from row i falls from max(0, kv - old) to max(0, kv - new)
             gain[cands] -= np.maximum(kv - old, 0.0) - np.maximum(kv - new, 0.0)
             cover[i] = new
