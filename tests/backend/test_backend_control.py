@@ -68,6 +68,42 @@ def _annotate(
     assert resp.status_code == 200, resp.get_json()
 
 
+def _first_version(
+    app: Any,
+    ls_client: Any,
+    digits: Any,
+    name: str,
+    per_class: int,
+    labelled_per_class: int,
+    first_annotation_id: int,
+) -> tuple[int, list[int], dict[int, str], dict[int, dict[str, Any]], list[int]]:
+    """A Label Studio project of ``per_class`` digit images of 0 and of 1, the first
+    ``labelled_per_class`` of each annotated through the webhook and a version trained on them:
+    (project id, task ids, true label per task, the tasks as Label Studio serves them, the
+    annotated task ids)."""
+    service = get_service(app)
+    client = app.test_client()
+    images, target = digits
+    idx = [int(i) for c in (0, 1) for i in np.flatnonzero(target == c)[:per_class]]
+    pid = int(ls_client.create_project(name, CONFIG_SINGLE)["id"])
+    ids = [
+        int(t) for t in ls_client.import_tasks(pid, [{"image": data_uri(images[i])} for i in idx])
+    ]
+    truth = {t: NAMES[int(target[i])] for t, i in zip(ids, idx, strict=True)}
+    tasks = {t: ls_client.get_task(t) for t in ids}
+    k = labelled_per_class
+    first = [t for t in ids if truth[t] == "zero"][:k] + [t for t in ids if truth[t] == "one"][:k]
+    for n, t in enumerate(first):
+        _annotate(client, first_annotation_id + n, tasks[t], pid, truth[t], truth[t], "cold")
+    resp = client.post(
+        "/webhook",
+        json={"action": "START_TRAINING", "project": {"id": pid, "label_config": CONFIG_SINGLE}},
+    )
+    assert resp.status_code == 200
+    assert service.worker.wait_idle(120)
+    return pid, ids, truth, tasks, first
+
+
 def test_control_tasks_recorded_and_approvals_move_the_estimate(
     make_app: Any, label_studio: Any, ls_client: Any, digits: Any, tmp_path: Any
 ) -> None:
@@ -79,24 +115,10 @@ def test_control_tasks_recorded_and_approvals_move_the_estimate(
     )
     service = get_service(app)
     client = app.test_client()
-    images, target = digits
-    idx = [int(i) for c in (0, 1) for i in np.flatnonzero(target == c)[:24]]
-    created = ls_client.create_project("labelwheel control slice", CONFIG_SINGLE)
-    pid = int(created["id"])
-    ids = ls_client.import_tasks(pid, [{"image": data_uri(images[i])} for i in idx])
-    truth = {int(t): NAMES[int(target[i])] for t, i in zip(ids, idx, strict=True)}
-    tasks = {int(t): ls_client.get_task(int(t)) for t in ids}
-
     # a first version from 6 labels per class (annotation ids far from Label Studio's)
-    first = [t for t in ids if truth[t] == "zero"][:6] + [t for t in ids if truth[t] == "one"][:6]
-    for k, t in enumerate(first):
-        _annotate(client, 90_000 + k, tasks[t], pid, truth[t], truth[t], "cold")
-    resp = client.post(
-        "/webhook",
-        json={"action": "START_TRAINING", "project": {"id": pid, "label_config": CONFIG_SINGLE}},
+    pid, ids, truth, tasks, first = _first_version(
+        app, ls_client, digits, "labelwheel control slice", 24, 6, 90_000
     )
-    assert resp.status_code == 200
-    assert service.worker.wait_idle(120)
     version = service.model.version_name(pid)
     assert version == "v1"
 
@@ -174,22 +196,9 @@ def test_ppi_inputs_recorded_at_ranking_and_shown_in_versions(
     )
     service = get_service(app)
     client = app.test_client()
-    images, target = digits
-    idx = [int(i) for c in (0, 1) for i in np.flatnonzero(target == c)[:26]]
-    created = ls_client.create_project("labelwheel control slice ppi", CONFIG_SINGLE)
-    pid = int(created["id"])
-    ids = ls_client.import_tasks(pid, [{"image": data_uri(images[i])} for i in idx])
-    truth = {int(t): NAMES[int(target[i])] for t, i in zip(ids, idx, strict=True)}
-    tasks = {int(t): ls_client.get_task(int(t)) for t in ids}
-    first = [t for t in ids if truth[t] == "zero"][:5] + [t for t in ids if truth[t] == "one"][:5]
-    for k, t in enumerate(first):
-        _annotate(client, 80_000 + k, tasks[t], pid, truth[t], truth[t], "cold")
-    resp = client.post(
-        "/webhook",
-        json={"action": "START_TRAINING", "project": {"id": pid, "label_config": CONFIG_SINGLE}},
+    pid, ids, truth, tasks, first = _first_version(
+        app, ls_client, digits, "labelwheel control slice ppi", 26, 5, 80_000
     )
-    assert resp.status_code == 200
-    assert service.worker.wait_idle(120)
     version = service.model.version_name(pid)
     config = service.config_for(pid)
     assert version == "v1" and config is not None
