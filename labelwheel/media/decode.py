@@ -31,7 +31,7 @@ import threading
 from collections.abc import Iterator
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from labelwheel.media.errors import ImageError
 
@@ -113,15 +113,6 @@ def _return_big_buffers_to_the_system() -> None:
             pass
 
 
-def exif_transpose(image: Image.Image) -> Image.Image:
-    """``image`` rotated/flipped as its EXIF orientation says; unchanged if the EXIF is bad."""
-    try:
-        out = ImageOps.exif_transpose(image)
-    except Exception:
-        return image
-    return out if out is not None else image
-
-
 def _check_pixels(image: Image.Image, max_pixels: int) -> None:
     width, height = image.size
     if width <= 0 or height <= 0:
@@ -180,6 +171,19 @@ def _orientation(image: Image.Image) -> int:
         return int(value) if isinstance(value, int) else 1
     except Exception:
         return 1
+
+
+def exif_transpose(image: Image.Image) -> Image.Image:
+    """``image`` rotated/flipped as its EXIF orientation says; ``image`` itself, not a copy, when
+    there is nothing to turn or the EXIF is bad (Pillow's ``ImageOps.exif_transpose`` copies the
+    whole image then: 0.1 ms of a 500 px photo's 2 ms decode, for nothing)."""
+    turn = _ORIENTATION.get(_orientation(image))
+    if turn is None:
+        return image
+    try:
+        return image.transpose(turn)
+    except Exception:
+        return image
 
 
 _REDUCIBLE = ("L", "LA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "I", "F")
