@@ -33,7 +33,7 @@ from __future__ import annotations
 import io
 import pickle
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -231,9 +231,12 @@ def train_head(
     scaling: Scaling | None = None,
     pool: np.ndarray | None = None,
 ) -> tuple[Head, dict[str, Any]]:
-    """:func:`fit_head` plus the metrics a model version records (cross-validated accuracy of
-    the plain probe, labels per class, whether calibrated). What the backend's training process
-    runs."""
+    """:func:`fit_head` plus the metrics a model version records (cross-validated accuracy,
+    labels per class, whether calibrated). What the backend's training process runs. The
+    single-label head's cross-validation fits the same head as the version, semi-supervised
+    over ``pool`` when ``config`` says so (the data-wide real accuracy,
+    :func:`labelwheel.lead.honest.data_wide_accuracy`, reads it as the version's accuracy on
+    its labelled share); the multi-label one cross-validates the plain probe."""
     head = fit_head(x, label_sets, labels, multi_label, config=config, scaling=scaling, pool=pool)
     labels = tuple(labels)
     counts = {name: sum(1 for s in label_sets if name in s) for name in labels}
@@ -247,12 +250,12 @@ def train_head(
         metrics["cv_accuracy"] = _cv_subset_accuracy(x, y, config, scaling)
     else:
         codes = np.array([index[s[0]] for s in label_sets], dtype=np.int64)
-        metrics["cv_accuracy"] = cv_accuracy(x, codes, config=config, scaling=scaling)
+        metrics["cv_accuracy"] = cv_accuracy(x, codes, config=config, scaling=scaling, pool=pool)
     return head, metrics
 
 
 def _uncalibrated(config: HeadConfig) -> HeadConfig:
-    return HeadConfig(config.C, config.tol, config.max_iter, False, config.calibration_folds)
+    return replace(config, calibrate=False)
 
 
 def _subsample(
@@ -272,14 +275,17 @@ def cv_accuracy(
     scaling: Scaling | None = None,
     seed: int = 0,
     max_samples: int = CV_MAX_SAMPLES,
+    pool: np.ndarray | None = None,
 ) -> float | None:
     """Stratified cross-validated accuracy of the head on at most ``max_samples`` labels;
-    None when some class has fewer than two labels."""
+    None when some class has fewer than two labels. With ``pool`` and a semi-supervised
+    ``config``, each fold's head is semi-supervised over the pool (the held-out fold's rows
+    stay in the pool, unlabelled, as a new task would be)."""
     x, y = _subsample(np.asarray(x, dtype=np.float32), np.asarray(y), max_samples, seed)
     _, counts = np.unique(y, return_counts=True)
     if len(counts) < 2 or counts.min() < 2:
         return None
-    pred = _oof(x, y, int(min(5, counts.min())), seed, _uncalibrated(config), scaling)
+    pred = _oof(x, y, int(min(5, counts.min())), seed, _uncalibrated(config), scaling, pool)
     return float(np.mean(pred == y))
 
 
@@ -290,6 +296,7 @@ def _oof(
     seed: int,
     config: HeadConfig,
     scaling: Scaling | None,
+    pool: np.ndarray | None = None,
 ) -> np.ndarray:
     from sklearn.model_selection import StratifiedKFold
 
@@ -298,7 +305,8 @@ def _oof(
     for train, test in cv.split(x, y):
         if len(np.unique(y[train])) < 2:
             continue
-        pred[test] = LinearProbe(config, scaling).fit(x[train], y[train]).predict(x[test])
+        probe = LinearProbe(config, scaling).fit(x[train], y[train], pool)
+        pred[test] = probe.predict(x[test])
     return pred
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ __all__ = [
     "ControlConfidence",
     "ControlLabel",
     "FeedbackCounts",
+    "LabelledPart",
     "PoolConfidence",
     "Version",
     "open_record",
@@ -167,12 +168,23 @@ class PoolConfidence:
 
 
 @dataclass(frozen=True)
+class LabelledPart:
+    """A version's labelled share of the data: the ``n`` labels it was trained on and its
+    cross-validated ``accuracy`` on them (out-of-fold; None when it could not be measured)."""
+
+    n: int
+    accuracy: float | None
+
+
+@dataclass(frozen=True)
 class ControlConfidence:
-    """What the prediction-powered estimate (:func:`labelwheel.lead.honest.ppi_accuracy`) reads:
-    every annotation on a control task, and the pool statistics of each version."""
+    """What the prediction-powered and data-wide estimates (:mod:`labelwheel.lead.honest`)
+    read: every annotation on a control task, the pool statistics of each version, and each
+    version's labelled share (from the ``versions`` table)."""
 
     labels: list[ControlLabel]
     pools: dict[str, PoolConfidence]
+    labelled: dict[str, LabelledPart] = field(default_factory=dict)
 
 
 def read_control_confidence(query: QueryFn, project_id: int) -> ControlConfidence:
@@ -216,7 +228,19 @@ def read_control_confidence(query: QueryFn, project_id: int) -> ControlConfidenc
         pool_rows = []
     for version, n, mean, var in pool_rows:
         pools[str(version)] = PoolConfidence(int(n), float(mean), float(var))
-    return ControlConfidence(labels, pools)
+    try:
+        version_rows = query(
+            "SELECT name, n_labels, cv_accuracy FROM versions WHERE project_id = ?", (pid,)
+        )
+    except sqlite3.OperationalError as exc:
+        if "no such table" not in str(exc):
+            raise
+        version_rows = []
+    labelled = {
+        str(name): LabelledPart(int(n), None if acc is None else float(acc))
+        for name, n, acc in version_rows
+    }
+    return ControlConfidence(labels, pools, labelled)
 
 
 class BackendRecord:

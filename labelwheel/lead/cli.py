@@ -526,6 +526,11 @@ def _echo_honest(rows: list[Any], pooled: Any = None) -> None:
             return ["(plain)", None]
         return [pct(r.ppi.estimate), span(r.ppi.interval)]
 
+    def data_wide(r: Any) -> list[str | None]:
+        if r.data_wide is None or r.data_wide.estimate is None:
+            return [None, None]
+        return [pct(r.data_wide.estimate), span(r.data_wide.interval)]
+
     click.echo("\nreal accuracy per version (random control slice) vs selected tasks")
     if not any(r.control_n for r in rows):
         click.echo(
@@ -542,6 +547,8 @@ def _echo_honest(rows: list[Any], pooled: Any = None) -> None:
                 "95% CI",
                 "real (PPI)",
                 "95% CI",
+                "on data",
+                "95% CI",
                 "selected",
                 "on selected",
                 "lift",
@@ -554,6 +561,7 @@ def _echo_honest(rows: list[Any], pooled: Any = None) -> None:
                     pct(r.real_accuracy),
                     span(r.real_interval),
                     *ppi(r),
+                    *data_wide(r),
                     r.selected_n,
                     pct(r.selected_accuracy),
                     None if r.lift is None else f"{r.lift:+.0%}",
@@ -568,6 +576,9 @@ def _echo_honest(rows: list[Any], pooled: Any = None) -> None:
         "real (PPI) = the same labels correcting the version's own calibrated confidence over "
         "its whole pool (prediction-powered, unbiased, normal 95% interval; (plain): under "
         f"{PPI_MIN_LABELS} control labels or no confidence recorded, the plain one stands); "
+        "on data = the accuracy on the whole data: the control estimate weighs in for the "
+        "unlabelled share only (the selector took the hard tasks out of it, so it is easier "
+        "than the data), the version's cross-validated accuracy for the labelled share; "
         "on selected = on the selector's tasks (biased low by design); lift = real - selected"
     )
 

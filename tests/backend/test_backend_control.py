@@ -186,7 +186,14 @@ def test_ppi_inputs_recorded_at_ranking_and_shown_in_versions(
     """The ranking records each control task's confidence (the calibrated probability /predict
     serves with the pre-label) and the pool's N, mean and variance of it; ``/versions`` and
     ``labelwheel report`` show the prediction-powered estimate beside the plain one."""
-    from labelwheel.lead.honest import PPI_MIN_LABELS, ControlLabel, PoolConfidence, ppi_accuracy
+    from labelwheel.lead.honest import (
+        PPI_MIN_LABELS,
+        ControlLabel,
+        LabelledPart,
+        PoolConfidence,
+        data_wide_accuracy,
+        ppi_accuracy,
+    )
 
     app = make_app(
         LABEL_STUDIO_URL=label_studio.url,
@@ -262,6 +269,23 @@ def test_ppi_inputs_recorded_at_ranking_and_shown_in_versions(
     assert ppi["interval"] == pytest.approx(list(expected.interval or ()), abs=1e-6)
     assert ppi["interval"][0] <= ppi["estimate"] <= ppi["interval"][1]
     assert h["real_interval"] is not None
+    # the data-wide estimate: the same labels on the pool's share, the version's own CV
+    # accuracy on its labelled share (both as /versions reports them)
+    details = next(
+        d
+        for d in client.get(f"/versions?project={pid}").get_json()["details"]
+        if d["name"] == version
+    )
+    assert details["cv_accuracy"] is not None
+    wide = data_wide_accuracy(
+        labels,
+        {version: PoolConfidence(len(pool), conf.mean(), conf.var())},
+        {version: LabelledPart(details["n_labels"], details["cv_accuracy"])},
+    )
+    dw = h["data_wide"]
+    assert dw["estimate"] == pytest.approx(wide.estimate, abs=1e-6)
+    assert dw["unlabelled_share"] == pytest.approx(len(pool) / (len(pool) + details["n_labels"]))
+    assert (dw["n"], dw["n_skipped"]) == (len(control), 0)
 
     # the data lead's report reads the same from the backend's record, read-only
     report = _lead_report(pid, service, label_studio, tmp_path)
@@ -284,6 +308,7 @@ def test_ppi_inputs_recorded_at_ranking_and_shown_in_versions(
     section = text.stdout.split("real accuracy per version", 1)[1]
     line = next(ln for ln in section.splitlines() if ln.strip().startswith(version + " "))
     assert f"{ppi['estimate']:.0%}" in line and f"{ppi['interval'][0]:.0%}.." in line
+    assert "on data" in section and f"{dw['interval'][0]:.0%}..{dw['interval'][1]:.0%}" in line
 
     # the dashboard's summary: the PPI estimate beside the plain one, labelled
     page = client.get(f"/dashboard?project={pid}")
@@ -293,3 +318,5 @@ def test_ppi_inputs_recorded_at_ranking_and_shown_in_versions(
     ppi_box = html.split('id="control-slice-ppi"', 1)[1].split("</div>", 1)[0]
     assert "prediction-powered" in ppi_box
     assert f"{100 * ppi['estimate']:.1f}%" in ppi_box
+    data_box = html.split('id="control-slice-data"', 1)[1].split("</div>", 1)[0]
+    assert "whole data" in data_box and f"{dw['n']} labels" in data_box

@@ -1,6 +1,6 @@
-"""The PPI inputs in the backend's store: a database of the release before them (control tasks
-without a confidence, no pool statistics) keeps working, is migrated on open, and reads back
-through the read-only record as the estimate needs it."""
+"""The PPI and data-wide inputs in the backend's store: a database of the release before them
+(control tasks without a confidence, no pool statistics) keeps working, is migrated on open,
+and reads back through the read-only record as the estimates need it."""
 
 from __future__ import annotations
 
@@ -11,7 +11,13 @@ import pytest
 
 from labelwheel.lead.honest import estimate_versions, pooled_estimate
 from labelwheel.ml_backend.store import Store
-from labelwheel.records import DB_FILENAME, BackendRecord, ControlLabel, PoolConfidence
+from labelwheel.records import (
+    DB_FILENAME,
+    BackendRecord,
+    ControlLabel,
+    LabelledPart,
+    PoolConfidence,
+)
 
 OLD_CONTROL_TABLE = """
 CREATE TABLE control_tasks (
@@ -113,3 +119,42 @@ def test_record_reads_a_database_without_the_column_or_the_tables(tmp_path: Path
     finally:
         rec.close()
     assert got.labels == [] and got.pools == {}
+
+
+def test_versions_labelled_share_reads_back_for_the_data_wide_row(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    store.add_version(1, 1, 100, 0.6, {}, "v1.pkl")
+    store.add_version(1, 2, 120, None, {}, "v2.pkl")  # no CV accuracy (one label of a class)
+    store.add_version(2, 1, 7, 0.9, {}, "p2.pkl")  # another project's version
+    store.record_control_tasks(1, "v1", [10, 11, 12], {10: 0.9, 11: 0.6, 12: 0.8})
+    store.record_control_tasks(1, "v2", [13], {13: 0.7})
+    store.record_control_pool(1, "v1", 300, 0.85, 0.02)
+    store.record_control_pool(1, "v2", 280, 0.86, 0.02)
+    for ann, (task, feedback, version) in enumerate(
+        [
+            (10, "approval", "v1"),
+            (11, "correction", "v1"),
+            (12, "approval", "v1"),
+            (13, "approval", "v2"),
+        ],
+        start=1,
+    ):
+        _annotate(store, ann, task, feedback, version)
+    store.close()
+    rec = BackendRecord(tmp_path / DB_FILENAME)
+    try:
+        got = rec.control_confidence(1)
+        counts = rec.control_feedback(1)
+    finally:
+        rec.close()
+    assert got.labelled == {"v1": LabelledPart(100, 0.6), "v2": LabelledPart(120, None)}
+    rows = estimate_versions(counts, got)
+    v1 = rows[0].data_wide
+    assert v1 is not None and v1.method == "plain" and (v1.n, v1.n_skipped) == (3, 0)
+    # 2 of 3 approvals on the pool's 300 tasks, CV 0.6 on the 100 labelled ones
+    assert v1.estimate == pytest.approx(0.75 * 2 / 3 + 0.25 * 0.6)
+    assert rows[0].to_dict()["data_wide"]["unlabelled_share"] == pytest.approx(0.75)
+    v2 = rows[1].data_wide
+    assert v2 is not None and v2.estimate is None and v2.n_skipped == 1
+    pooled = pooled_estimate(rows, confidence=got).data_wide
+    assert pooled is not None and (pooled.n, pooled.n_skipped) == (3, 1)

@@ -12,6 +12,7 @@ from labelwheel.head import (
     HeadConfig,
     LinearProbe,
     Scaling,
+    cv_accuracy,
     fit_codes,
     fit_head,
     load_head,
@@ -71,6 +72,26 @@ def test_the_pool_changes_the_head_only_when_semi_is_on(digits) -> None:
     c = fit_codes(X_pool[idx], y_pool[idx], 10, config=SEMI, pool=X_pool)
     np.testing.assert_allclose(a.predict_proba(X_test), b.predict_proba(X_test))
     assert not np.allclose(c.predict_proba(X_test), b.predict_proba(X_test))
+
+
+def test_a_semi_versions_cv_accuracy_cross_validates_the_semi_head(digits) -> None:
+    # the data-wide real accuracy weighs in the CV accuracy as the version's own accuracy on
+    # its labelled share: it must cross-validate the head the version is, not the plain probe
+    X_pool, y_pool, _, _ = digits
+    idx = np.random.default_rng(4).permutation(len(y_pool))[:40]
+    x, y = X_pool[idx], y_pool[idx]
+    sets = [[str(v)] for v in y]
+    names = [str(i) for i in range(10)]
+    scaling = Scaling.of(X_pool)
+    with threadpool_limits(1):
+        _, semi = train_head(x, sets, names, False, config=SEMI, scaling=scaling, pool=X_pool)
+        _, plain = train_head(x, sets, names, False, scaling=scaling)
+        by_hand = cv_accuracy(x, y, config=SEMI, scaling=scaling, pool=X_pool)
+        plain_by_hand = cv_accuracy(x, y, scaling=scaling)
+    assert semi["cv_accuracy"] == by_hand
+    assert plain["cv_accuracy"] == plain_by_hand
+    # 40 random labels on digits: spreading over the pool helps the held-out folds too
+    assert semi["cv_accuracy"] > plain["cv_accuracy"] + 0.03, (semi, plain)
 
 
 def test_temperature_is_fitted_on_real_labels_and_is_sane(digits) -> None:
