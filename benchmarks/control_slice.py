@@ -46,15 +46,22 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, environment, log, write_json
 
-from labelwheel.head import Scaling
-from labelwheel.lead.honest import ControlLabel, PoolConfidence, ppi_accuracy, wilson
+from labelwheel.head import HeadConfig, Scaling, cv_accuracy
+from labelwheel.lead.honest import (
+    ControlLabel,
+    LabelledPart,
+    PoolConfidence,
+    data_wide_accuracy,
+    ppi_accuracy,
+    wilson,
+)
 from labelwheel.pool import queue_order
 from labelwheel.pool.control import control_seed, interleave_control
 from labelwheel.semisup import DEFAULT_SEMI
 from labelwheel.simulate.loop import Classifier
 
 TOLERANCE = 0.03
-LARGE_SLICES = (20, 50, 100, 200, 400, 800)
+LARGE_SLICES = (20, 50, 100, 200, 300, 400, 800)
 Z90 = 1.6448536269514722  # two-sided 90%: "within ±3 points in 9 of 10 seeds"
 
 
@@ -83,11 +90,19 @@ def run_seed(
         # the product's head: semi-supervised over the pool, as the backend fits it
         return Classifier(n_classes, scaling=scaling, semi_supervised=DEFAULT_SEMI, pool=xp)
 
+    def labelled_part(mask: np.ndarray) -> LabelledPart:
+        # the version's cross-validated accuracy on its labels, as the backend records it
+        # (labelwheel.head.train_head: the same semi-supervised head in every fold)
+        config = HeadConfig(semi_supervised=DEFAULT_SEMI)
+        cv = cv_accuracy(xp[mask], yp[mask], config=config, scaling=scaling, pool=xp)
+        return LabelledPart(int(mask.sum()), cv)
+
     labeled = np.zeros(len(yp), dtype=bool)
     # (version, row, control, correct, confidence in the pre-label)
     log_rows: list[tuple[int, int, bool, bool, float]] = []
     truth: dict[int, float] = {}
     pools: dict[str, PoolConfidence] = {}  # version -> its confidence over the unlabelled pool
+    labelled: dict[str, LabelledPart] = {}  # version -> its labels and CV accuracy (data-wide)
     version = 0
     started = time.perf_counter()
     while labeled.sum() < budget:
@@ -115,6 +130,8 @@ def run_seed(
             conf = model.predict_proba(xp[unl]).max(axis=1)
             pools[f"v{version}"] = PoolConfidence(len(unl), float(conf.mean()), float(conf.var()))
             pred = model.predict(xp[unl[served]])
+            if control & {int(q) for q in served}:  # the data-wide rows need it for these only
+                labelled[f"v{version}"] = labelled_part(labeled)
             for p, guess in zip(served, pred, strict=True):
                 ok = bool(guess == yp[unl[p]])
                 log_rows.append((version, int(unl[p]), p in control, ok, float(conf[p])))
@@ -127,6 +144,9 @@ def run_seed(
     keep[ctrl_rows] = False
     holdout = classifier().fit(xp[keep], yp[keep])
 
+    def truth_of(rows: list[tuple[int, int, bool, bool, float]]) -> float:
+        return float(np.mean([truth[v] for v, *_ in rows]))
+
     def rate(rows: list[tuple[int, int, bool, bool, float]]) -> dict[str, Any]:
         if not rows:
             return {"estimate": None, "truth": None, "n": 0, "interval": None}
@@ -138,10 +158,18 @@ def run_seed(
             "interval": wilson(k, len(rows)),
         }
 
-    def ppi(rows: list[tuple[int, int, bool, bool, float]]) -> dict[str, Any]:
+    def ppi(rows: list[tuple[int, int, bool, bool, float]], wide: bool = False) -> dict[str, Any]:
         if not rows:
             return {"estimate": None, "truth": None, "n": 0, "interval": None}
         labels = [ControlLabel(f"v{v}", ok, c) for v, _, _, ok, c in rows]
+        if wide:
+            # the data-wide estimate, with the confidences (PPI) and without (plain)
+            return {
+                "ppi": _entry(data_wide_accuracy(labels, pools, labelled), truth_of(rows)),
+                "plain": _entry(
+                    data_wide_accuracy(_blind(labels), pools, labelled), truth_of(rows)
+                ),
+            }
         est = ppi_accuracy(labels, pools)
         return {
             "estimate": est.estimate,
@@ -163,6 +191,9 @@ def run_seed(
         out[name] = rate(rows)
     out["pooled_ppi"] = ppi([r for r in log_rows if r[2]])
     out["recent_ppi"] = ppi([r for r in recent if r[2]])
+    wide = ppi([r for r in log_rows if r[2]], wide=True)
+    if wide.get("n") != 0:
+        out["pooled_wide"], out["pooled_wide_ppi"] = wide["plain"], wide["ppi"]
     if ctrl_rows:
         out["holdout"] = {
             "estimate": holdout.score(xp[ctrl_rows], yp[ctrl_rows]),
@@ -180,9 +211,11 @@ def run_seed(
     conf = final.predict_proba(xp[rest]).max(axis=1)
     conf_of = dict(zip(rest.tolist(), conf.tolist(), strict=True))
     final_pool = {"final": PoolConfidence(len(rest), float(conf.mean()), float(conf.var()))}
+    final_part = {"final": labelled_part(labeled)}
+    out["final_cv_accuracy"] = final_part["final"].accuracy
     right = final.predict(xp[draw]) == yp[draw]
-    out["large_slice"] = {}
-    out["large_slice_ppi"] = {}
+    for key in LARGE_KEYS:
+        out[key] = {}
     for n in LARGE_SLICES:
         if n > len(draw):
             continue
@@ -206,9 +239,33 @@ def run_seed(
             "lam": est.lam,
             "method": est.method,
         }
+        truth_n = out["final_accuracy"]
+        wide_ppi = data_wide_accuracy(labels, final_pool, final_part)
+        wide_plain = data_wide_accuracy(_blind(labels), final_pool, final_part)
+        out["large_slice_wide_ppi"][str(n)] = _entry(wide_ppi, truth_n)
+        out["large_slice_wide"][str(n)] = _entry(wide_plain, truth_n)
     out["control_labels"] = len(ctrl_rows)
     out["seconds"] = time.perf_counter() - started
     return out
+
+
+def _blind(labels: list[ControlLabel]) -> list[ControlLabel]:
+    """The labels without their confidences (the plain data-wide estimate)."""
+    return [ControlLabel(lab.version, lab.correct, None) for lab in labels]
+
+
+def _entry(est: Any, truth: float) -> dict[str, Any]:
+    """A data-wide estimate (:class:`labelwheel.lead.honest.DataWideEstimate`) as a row."""
+    return {
+        "estimate": est.estimate,
+        "truth": truth,
+        "n": est.n,
+        "interval": est.interval,
+        "method": est.method,
+        "lam": est.lam,
+        "unlabelled_share": est.unlabelled_share,
+        "labelled_accuracy": est.labelled_accuracy,
+    }
 
 
 def within(entry: dict[str, Any]) -> bool | None:
@@ -251,7 +308,17 @@ def stats(entries: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-ESTIMATORS = ("pooled", "pooled_ppi", "recent", "recent_ppi", "holdout", "selected")
+ESTIMATORS = (
+    "pooled",
+    "pooled_ppi",
+    "pooled_wide",
+    "pooled_wide_ppi",
+    "recent",
+    "recent_ppi",
+    "holdout",
+    "selected",
+)
+LARGE_KEYS = ("large_slice", "large_slice_ppi", "large_slice_wide", "large_slice_wide_ppi")
 
 
 def summarise(runs: list[dict[str, Any]], fractions: list[float]) -> dict[str, Any]:
@@ -263,7 +330,7 @@ def summarise(runs: list[dict[str, Any]], fractions: list[float]) -> dict[str, A
         for name in ESTIMATORS:
             if all(name in r for r in rs):
                 row[name] = stats([r[name] for r in rs])
-        for key in ("large_slice", "large_slice_ppi"):
+        for key in LARGE_KEYS:
             large: dict[str, Any] = {}
             for n in LARGE_SLICES:
                 entries = [r[key][str(n)] for r in rs if str(n) in r.get(key, {})]
@@ -322,7 +389,11 @@ def markdown(data: dict[str, Any]) -> str:
         "`labelwheel.lead.honest.ppi_accuracy`: λ·(the serving version's mean calibrated "
         "confidence over its unlabelled pool) + mean over control labels of (y − λ·c), λ "
         "power-tuned on the control labels (clipped to [0, 1]), normal 95 % interval; fewer "
-        "than 10 control labels: the plain proportion.",
+        "than 10 control labels: the plain proportion. *data-wide*: "
+        "`labelwheel.lead.honest.data_wide_accuracy`: the control estimate (plain or PPI) "
+        "weighted by the serving version's unlabelled share U/(U+L), its cross-validated "
+        "accuracy (the semi-supervised head in every fold, as the backend records it) by the "
+        "labelled share L/(U+L): the accuracy on the data, not on the pool the selector left.",
         "",
         *HEADER,
     ]
@@ -330,6 +401,8 @@ def markdown(data: dict[str, Any]) -> str:
         for name, label in (
             ("pooled", "plain, all versions"),
             ("pooled_ppi", "**PPI**, all versions"),
+            ("pooled_wide", "data-wide plain, all versions"),
+            ("pooled_wide_ppi", "**data-wide PPI**, all versions"),
             ("recent", "plain, 2nd half"),
             ("recent_ppi", "**PPI**, 2nd half"),
         ):
@@ -343,16 +416,21 @@ def markdown(data: dict[str, Any]) -> str:
         "The final version (all budget labels) scored on n tasks drawn at random from the "
         "unlabelled pool left at the budget (what a control slice of n labels of one version "
         "would see), against its held-out accuracy; PPI with the version's confidence over that "
-        "pool.",
+        "pool; data-wide with its cross-validated accuracy on its labels.",
         "",
         *HEADER,
     ]
     for f, row in s.items():
-        for n, e in row.get("large_slice", {}).items():
-            lines.append(_row(f"{f} | plain, n = {n}", e))
-            ep = row.get("large_slice_ppi", {}).get(n)
-            if ep is not None:
-                lines.append(_row(f"{f} | **PPI**, n = {n}", ep))
+        for n in row.get("large_slice", {}):
+            for key, label in (
+                ("large_slice", "plain"),
+                ("large_slice_ppi", "**PPI**"),
+                ("large_slice_wide", "data-wide plain"),
+                ("large_slice_wide_ppi", "**data-wide PPI**"),
+            ):
+                e = row.get(key, {}).get(n)
+                if e is not None:
+                    lines.append(_row(f"{f} | {label}, n = {n}", e))
     lines += [
         "",
         "## Other estimators (plain)",

@@ -344,6 +344,8 @@ class DataWideEstimate:
     """How the unlabelled share was estimated: ``"ppi"`` or ``"plain"`` (:class:`PPIEstimate`)."""
     estimate: float | None
     interval: tuple[float, float] | None
+    lam: float
+    """The weight of the model's confidence on the pool's share (0: the plain proportion)."""
     unlabelled_share: float | None
     """Mean over the labels of ``U_v / (U_v + L_v)``, the weight of the control estimate."""
     labelled_accuracy: float | None
@@ -351,9 +353,10 @@ class DataWideEstimate:
     pool_estimate: float | None
     """The control estimate of the unlabelled pool alone (what the plain or PPI row says)."""
     n: int
-    """Control labels used (those whose version has pool statistics and a CV accuracy)."""
-    n_skipped: int
-    """Control labels left out: their version has no pool statistics or no CV accuracy."""
+    """Control labels."""
+    n_pool_only: int
+    """Control labels whose version has no CV accuracy (e.g. a class with one label) or no
+    pool statistics: they count for the pool alone (``w = 1``), as the plain estimate does."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (the interval as a two-item list)."""
@@ -383,28 +386,29 @@ def data_wide_accuracy(
     proportion) on the pool's share, CV on the labelled share; ``θ̂ = mean(z)``. The interval
     is normal, ``var(z)/n + λ²·Σ_v (n_v/n)² w_v² var_v/N_v``; with ``λ = 0`` it is the Wilson
     interval of the approvals mapped through the same weights. Cross-validation is taken as
-    exact (it covers every labelled row; the interval is that of the control labels). Labels
-    whose version lacks pool statistics or a CV accuracy are left out (``n_skipped``); none
-    left: no estimate.
+    exact (it covers every labelled row; the interval is that of the control labels). A label
+    whose version has no CV accuracy or no pool statistics counts for the pool alone
+    (``w_v = 1``, ``n_pool_only``): early versions, whose labelled share is small. No labels:
+    no estimate.
     """
-    used = [
-        lab
-        for lab in labels
-        if lab.version in pools
-        and lab.version in labelled
-        and labelled[lab.version].accuracy is not None
-    ]
-    skipped = len(labels) - len(used)
-    if not used:
-        return DataWideEstimate("plain", None, None, None, None, None, 0, skipped)
+    n = len(labels)
+    if not labels:
+        return DataWideEstimate("plain", None, None, 0.0, None, None, None, 0, 0)
     weight: dict[str, float] = {}
-    for lab in used:
-        u, part = pools[lab.version].n, labelled[lab.version]
-        weight[lab.version] = u / (u + part.n) if u + part.n > 0 else 1.0
-    w = np.array([weight[lab.version] for lab in used])
-    a = np.array([float(labelled[lab.version].accuracy) for lab in used])  # type: ignore[arg-type]
-    pw = _powered(used, pools, min_labels)
-    n = len(used)
+    accuracy: dict[str, float] = {}
+    missing: set[str] = set()
+    for version in {lab.version for lab in labels}:
+        part = labelled.get(version)
+        if part is None or part.accuracy is None or version not in pools:
+            weight[version], accuracy[version] = 1.0, 0.0
+            missing.add(version)
+            continue
+        u = pools[version].n
+        weight[version] = u / (u + part.n) if u + part.n > 0 else 1.0
+        accuracy[version] = part.accuracy
+    w = np.array([weight[lab.version] for lab in labels])
+    a = np.array([accuracy[lab.version] for lab in labels])
+    pw = _powered(labels, pools, min_labels)
     pool_part = pw.y - pw.lam * pw.centred
     zs = w * pool_part + (1.0 - w) * a
     theta = float(zs.mean())
@@ -428,9 +432,10 @@ def data_wide_accuracy(
         method=method,
         estimate=min(1.0, max(0.0, theta)),
         interval=(max(0.0, lo), min(1.0, hi)),
+        lam=pw.lam,
         unlabelled_share=share,
         labelled_accuracy=lab_acc,
         pool_estimate=float(pool_part.mean()),
         n=n,
-        n_skipped=skipped,
+        n_pool_only=sum(1 for lab in labels if lab.version in missing),
     )

@@ -285,7 +285,7 @@ def test_ppi_inputs_recorded_at_ranking_and_shown_in_versions(
     dw = h["data_wide"]
     assert dw["estimate"] == pytest.approx(wide.estimate, abs=1e-6)
     assert dw["unlabelled_share"] == pytest.approx(len(pool) / (len(pool) + details["n_labels"]))
-    assert (dw["n"], dw["n_skipped"]) == (len(control), 0)
+    assert (dw["n"], dw["n_pool_only"]) == (len(control), 0)
 
     # the data lead's report reads the same from the backend's record, read-only
     report = _lead_report(pid, service, label_studio, tmp_path)

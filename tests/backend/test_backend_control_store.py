@@ -150,11 +150,11 @@ def test_versions_labelled_share_reads_back_for_the_data_wide_row(tmp_path: Path
     assert got.labelled == {"v1": LabelledPart(100, 0.6), "v2": LabelledPart(120, None)}
     rows = estimate_versions(counts, got)
     v1 = rows[0].data_wide
-    assert v1 is not None and v1.method == "plain" and (v1.n, v1.n_skipped) == (3, 0)
+    assert v1 is not None and v1.method == "plain" and (v1.n, v1.n_pool_only) == (3, 0)
     # 2 of 3 approvals on the pool's 300 tasks, CV 0.6 on the 100 labelled ones
     assert v1.estimate == pytest.approx(0.75 * 2 / 3 + 0.25 * 0.6)
     assert rows[0].to_dict()["data_wide"]["unlabelled_share"] == pytest.approx(0.75)
-    v2 = rows[1].data_wide
-    assert v2 is not None and v2.estimate is None and v2.n_skipped == 1
+    v2 = rows[1].data_wide  # no CV accuracy: the pool alone
+    assert v2 is not None and v2.estimate == pytest.approx(1.0) and v2.n_pool_only == 1
     pooled = pooled_estimate(rows, confidence=got).data_wide
-    assert pooled is not None and (pooled.n, pooled.n_skipped) == (3, 1)
+    assert pooled is not None and (pooled.n, pooled.n_pool_only) == (4, 1)

@@ -50,7 +50,7 @@ def _slices(
         ]
         est = data_wide_accuracy(labels, pools, labelled)
         assert est.estimate is not None and est.interval is not None
-        assert est.n == n and est.n_skipped == 0
+        assert est.n == n and est.n_pool_only == 0
         wide.append(est.estimate)
         intervals.append(est.interval)
         alone_est = ppi_accuracy(labels, pools).estimate
@@ -99,11 +99,11 @@ def test_each_version_weighs_with_its_own_shares() -> None:
     assert est.estimate == pytest.approx(((0.9 * 1 + 0.1 * 0.4) + (0.5 * 0 + 0.5 * 0.6)) / 2)
 
 
-def test_labels_without_the_inputs_are_left_out_and_said() -> None:
+def test_versions_without_the_inputs_count_for_the_pool_alone_and_say_so() -> None:
     labels = [
-        ControlLabel("v1", True, 0.9),  # no CV accuracy for v1
-        ControlLabel("v2", True, 0.8),  # no pool statistics for v2
-        ControlLabel("v3", False, 0.4),
+        ControlLabel("v1", True, None),  # no CV accuracy for v1 (a class with one label)
+        ControlLabel("v2", True, None),  # no pool statistics for v2
+        ControlLabel("v3", False, None),
     ]
     pools = {"v1": PoolConfidence(100, 0.9, 0.01), "v3": PoolConfidence(100, 0.8, 0.02)}
     labelled = {
@@ -112,8 +112,9 @@ def test_labels_without_the_inputs_are_left_out_and_said() -> None:
         "v3": LabelledPart(100, 0.6),
     }
     est = data_wide_accuracy(labels, pools, labelled)
-    assert (est.n, est.n_skipped) == (1, 2)
-    assert est.estimate == pytest.approx(0.5 * 0 + 0.5 * 0.6)
-    none = data_wide_accuracy(labels[:2], pools, labelled)
-    assert none.estimate is None and none.interval is None and none.n_skipped == 2
+    assert (est.n, est.n_pool_only) == (3, 2)
+    assert est.estimate == pytest.approx((1 + 1 + (0.5 * 0 + 0.5 * 0.6)) / 3)
+    alone = data_wide_accuracy(labels[:2], pools, labelled)
+    assert alone.estimate == pytest.approx(1.0) and alone.labelled_accuracy is None
+    assert alone.interval == wilson(2, 2)
     assert data_wide_accuracy([], pools, labelled).estimate is None
