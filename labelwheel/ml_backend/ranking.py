@@ -248,8 +248,7 @@ class Rankings:
                 project_id, version, sorted(ranking.control), ranking.control_confidence
             )
             if ranking.pool_confidence is not None and ranking.pool_confidence.n:
-                c = ranking.pool_confidence
-                self.store.record_control_pool(project_id, version, c.n, c.mean, c.var)
+                self.store.record_control_pool(project_id, version, ranking.pool_confidence)
         with self._lock:
             self._last[project_id] = ranking
             if self._epochs.get(project_id, 0) == epoch:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from labelwheel.records import (
     ControlConfidence,
     ControlFeedback,
+    PoolConfidence,
     read_control_confidence,
     read_control_feedback,
 )
@@ -68,16 +69,16 @@ class ControlSlices:
             )
             return len({int(t) for t in task_ids} - have)
 
-    def record_control_pool(
-        self, project_id: int, version: str, n: int, mean: float, var: float
-    ) -> None:
+    def record_control_pool(self, project_id: int, version: str, pool: PoolConfidence) -> None:
         """The version's confidence over the unlabelled pool it ranked (its last ranking): what
-        the PPI estimate averages (:func:`labelwheel.lead.honest.ppi_accuracy`)."""
+        the PPI estimate averages (:func:`labelwheel.lead.honest.ppi_accuracy`); its ``n`` is
+        also the unlabelled share of the data-wide estimate."""
+        row = (int(pool.n), float(pool.mean), float(pool.var))
         with self.transaction() as conn:
             conn.execute(
                 "INSERT OR REPLACE INTO control_pools (project_id, version, n, mean, var, "
                 "updated) VALUES (?, ?, ?, ?, ?, ?)",
-                (int(project_id), str(version), int(n), float(mean), float(var), time.time()),
+                (int(project_id), str(version), *row, time.time()),
             )
 
     def control_task_ids(self, project_id: int, version: str) -> set[int]:

@@ -65,8 +65,10 @@ def test_old_database_is_migrated_and_reads_without_confidences(tmp_path: Path) 
     # confidence once recorded stays; new tasks count as new
     assert store.record_control_tasks(1, "v1", [10, 11, 13], {10: 0.9, 13: 0.4}) == 1
     assert store.record_control_tasks(1, "v1", [10, 11], {10: 0.1, 11: 0.6}) == 0
-    store.record_control_pool(1, "v1", 500, 0.8, 0.02)
-    store.record_control_pool(1, "v1", 480, 0.82, 0.019)  # the last ranking's pool stands
+    store.record_control_pool(1, "v1", PoolConfidence(500, 0.8, 0.02))
+    store.record_control_pool(
+        1, "v1", PoolConfidence(480, 0.82, 0.019)
+    )  # the last ranking's pool stands
     rows = dict(store.query("SELECT task_id, confidence FROM control_tasks", ()))
     assert rows == {10: 0.9, 11: 0.6, 13: 0.4}
     assert store.control_task_ids(1, "v1") == {10, 11, 13}
@@ -128,8 +130,8 @@ def test_versions_labelled_share_reads_back_for_the_data_wide_row(tmp_path: Path
     store.add_version(2, 1, 7, 0.9, {}, "p2.pkl")  # another project's version
     store.record_control_tasks(1, "v1", [10, 11, 12], {10: 0.9, 11: 0.6, 12: 0.8})
     store.record_control_tasks(1, "v2", [13], {13: 0.7})
-    store.record_control_pool(1, "v1", 300, 0.85, 0.02)
-    store.record_control_pool(1, "v2", 280, 0.86, 0.02)
+    store.record_control_pool(1, "v1", PoolConfidence(300, 0.85, 0.02))
+    store.record_control_pool(1, "v2", PoolConfidence(280, 0.86, 0.02))
     for ann, (task, feedback, version) in enumerate(
         [
             (10, "approval", "v1"),
