@@ -28,12 +28,14 @@ __all__ = [
     "ControlLabel",
     "FeedbackCounts",
     "LabelledPart",
+    "LabelledTask",
     "PoolConfidence",
     "Version",
     "open_record",
     "read_control_confidence",
     "read_control_feedback",
     "read_feedback_counts",
+    "read_labelling_order",
     "read_versions",
     "version_name",
 ]
@@ -243,6 +245,47 @@ def read_control_confidence(query: QueryFn, project_id: int) -> ControlConfidenc
     return ControlConfidence(labels, pools, labelled)
 
 
+@dataclass(frozen=True)
+class LabelledTask:
+    """A task as it was first labelled: whether on a control task of the version that served
+    it (a random pick), and the labels chosen."""
+
+    task_id: int
+    control: bool
+    labels: tuple[str, ...]
+
+
+def read_labelling_order(query: QueryFn, project_id: int) -> list[LabelledTask]:
+    """Every labelled task of a project once, in the order it was first labelled (live,
+    non-cancelled annotations, by arrival), with whether that annotation was made on a control
+    task of the version that served it (as in :func:`read_control_confidence`) and its labels.
+    A database without the control table reads as no control labels."""
+    base = (
+        "FROM annotations a {join} WHERE a.deleted = 0 AND a.was_cancelled = 0 "
+        "AND a.project_id = ? ORDER BY a.created, a.id"
+    )
+    join = (
+        "LEFT JOIN control_tasks c ON c.project_id = a.project_id "
+        "AND c.version = a.prediction_version AND c.task_id = a.task_id"
+    )
+    pid = (int(project_id),)
+    try:
+        rows = query(
+            f"SELECT a.task_id, c.task_id IS NOT NULL, a.labels {base.format(join=join)}", pid
+        )
+    except sqlite3.OperationalError as exc:
+        if "no such table: control_tasks" not in str(exc):
+            raise
+        rows = query(f"SELECT a.task_id, 0, a.labels {base.format(join='')}", pid)
+    seen: set[int] = set()
+    order: list[LabelledTask] = []
+    for task_id, control, labels in rows:
+        if int(task_id) not in seen:
+            seen.add(int(task_id))
+            order.append(LabelledTask(int(task_id), bool(control), tuple(json.loads(labels))))
+    return order
+
+
 class BackendRecord:
     """Read-only view of a backend's database (one connection; not shared across threads)."""
 
@@ -273,6 +316,10 @@ class BackendRecord:
         """Control labels with confidences and pool statistics (see
         :func:`read_control_confidence`)."""
         return read_control_confidence(self.query, project_id)
+
+    def labelling_order(self, project_id: int) -> list[LabelledTask]:
+        """Labelled tasks in labelling order, control or not (see :func:`read_labelling_order`)."""
+        return read_labelling_order(self.query, project_id)
 
     def close(self) -> None:
         """Close the connection."""

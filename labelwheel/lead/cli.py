@@ -423,6 +423,7 @@ def coverage_command(out: Path | None, clusters: int | None, projection: str, **
 def report_command(cost_per_label: float | None, **kw: Any) -> None:
     """Class balance, duplicates, measured vs estimated real accuracy, acceptance per version."""
     from labelwheel.lead.honest import estimate_versions
+    from labelwheel.lead.lift import pool_lift
     from labelwheel.lead.report import build_report
     from labelwheel.lead.sources import acceptance_rows
 
@@ -442,6 +443,9 @@ def report_command(cost_per_label: float | None, **kw: Any) -> None:
         cost_per_label=cost_per_label,
         seed=kw["seed"],
         honest_confidence=confidence,
+        lift=pool_lift(pool, record.labelling_order(pool.project_id), seed=kw["seed"])
+        if record is not None
+        else None,
     )
     if kw["as_json"]:
         _emit_json(rep.to_dict())
@@ -501,6 +505,7 @@ def report_command(cost_per_label: float | None, **kw: Any) -> None:
         click.echo("no annotations made on pre-labels yet")
     if loaded.store is not None:
         _echo_honest(rep.honest, rep.honest_all_versions)
+        _echo_lift(rep.lift)
     for note in rep.notes:
         click.echo(f"note: {note}")
 
@@ -580,6 +585,22 @@ def _echo_honest(rows: list[Any], pooled: Any = None) -> None:
         "unlabelled share only (the selector took the hard tasks out of it, so it is easier "
         "than the data), the version's cross-validated accuracy for the labelled share; "
         "on selected = on the selector's tasks (biased low by design); lift = real - selected"
+    )
+
+
+def _echo_lift(lift: Any) -> None:
+    """Active learning's lift over random picks (labelwheel.lead.lift)."""
+    if lift is None:
+        return
+    click.echo("\nactive learning vs random picks (control slice)")
+    if lift.lift is None:
+        click.echo(f"not measured: {lift.reason}")
+        return
+    lo, hi = lift.interval
+    click.echo(
+        f"at {lift.labels} labels per arm: selected labels {lift.active_accuracy:.0%}, random "
+        f"labels {lift.random_accuracy:.0%} on held-out random tasks; lift {lift.lift:+.0%} "
+        f"(95% CI {lo:+.0%}..{hi:+.0%}; {lift.n_control} control labels, {lift.folds} folds)"
     )
 
 

@@ -12,7 +12,9 @@
 * the honest measure (:mod:`labelwheel.lead.honest`): each version's real accuracy from its
   random control slice, next to its accuracy on the selected tasks, and the lift between them;
   beside the plain proportion, the prediction-powered (PPI) estimate from the same control
-  labels and the version's confidence over its whole pool.
+  labels and the version's confidence over its whole pool, and the data-wide estimate;
+* active learning's lift over random picks (:mod:`labelwheel.lead.lift`): the selector's first
+  labels against as many control labels, both scored on held-out control labels.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import numpy as np
 
 from labelwheel.lead.coverage import Coverage, analyse_coverage
 from labelwheel.lead.honest import ControlConfidence, HonestEstimate, pooled_estimate
+from labelwheel.lead.lift import LiftEstimate
 from labelwheel.pool import Pool
 
 
@@ -78,6 +81,8 @@ class Report:
     notes: list[str] = field(default_factory=list)
     honest_pooled: HonestEstimate | None = None
     """The all-versions row as computed with the PPI inputs (:func:`build_report`)."""
+    lift: LiftEstimate | None = None
+    """Active learning's lift over random picks (:func:`labelwheel.lead.lift.pool_lift`)."""
 
     @property
     def honest_all_versions(self) -> HonestEstimate | None:
@@ -92,6 +97,7 @@ class Report:
         out.pop("honest_pooled", None)
         out["acceptance"] = [a.to_dict() for a in self.acceptance]
         out["honest"] = [h.to_dict() for h in self.honest]
+        out["lift"] = self.lift.to_dict() if self.lift is not None else None
         pooled = self.honest_all_versions
         out["honest_all_versions"] = pooled.to_dict() if pooled is not None else None
         out["estimated_bounds"] = list(self.estimated_bounds) if self.estimated_bounds else None
@@ -194,6 +200,7 @@ def build_report(
     cost_per_label: float | None = None,
     seed: int = 0,
     honest_confidence: ControlConfidence | None = None,
+    lift: LiftEstimate | None = None,
 ) -> Report:
     """Compute the report for a pool (``coverage`` is computed, without a map, if not given).
     ``honest_confidence`` (:func:`labelwheel.records.read_control_confidence`) adds the PPI
@@ -249,4 +256,5 @@ def build_report(
             if honest and honest_confidence is not None
             else None
         ),
+        lift=lift,
     )

@@ -16,9 +16,11 @@ from typing import TYPE_CHECKING, Any
 from labelwheel.records import (
     ControlConfidence,
     ControlFeedback,
+    LabelledTask,
     PoolConfidence,
     read_control_confidence,
     read_control_feedback,
+    read_labelling_order,
 )
 
 __all__ = ["ControlSlices"]
@@ -93,6 +95,11 @@ class ControlSlices:
         """Feedback per version on control and on selected tasks (see
         :func:`labelwheel.records.read_control_feedback`)."""
         return read_control_feedback(self.query, project_id)
+
+    def labelling_order(self, project_id: int) -> list[LabelledTask]:
+        """Labelled tasks in labelling order, control or not (see
+        :func:`labelwheel.records.read_labelling_order`)."""
+        return read_labelling_order(self.query, project_id)
 
     def control_confidence(self, project_id: int) -> ControlConfidence:
         """Control labels with their confidences, and the pool statistics per version (see

@@ -293,6 +293,11 @@ def test_ppi_inputs_recorded_at_ranking_and_shown_in_versions(
     assert row_v["ppi"]["estimate"] == pytest.approx(ppi["estimate"], abs=1e-9)
     pooled = report["honest_all_versions"]["ppi"]
     assert pooled["method"] == "ppi" and pooled["estimate"] == pytest.approx(ppi["estimate"])
+    # active learning's lift: the labelling order splits the labels into the random arm (the
+    # control labels) and the selected ones (here the first labels only: too few to compare)
+    lift = report["lift"]
+    assert (lift["n_control"], lift["n_selected"]) == (len(control), len(first))
+    assert lift["lift"] is None and f"{len(first)} labels on selected tasks" in lift["reason"]
 
     # the text report: the PPI column beside the plain one
     args = ["report", "--project", str(pid), "--model-dir", str(service.settings.model_dir)]
@@ -309,6 +314,7 @@ def test_ppi_inputs_recorded_at_ranking_and_shown_in_versions(
     line = next(ln for ln in section.splitlines() if ln.strip().startswith(version + " "))
     assert f"{ppi['estimate']:.0%}" in line and f"{ppi['interval'][0]:.0%}.." in line
     assert "on data" in section and f"{dw['interval'][0]:.0%}..{dw['interval'][1]:.0%}" in line
+    assert "active learning vs random picks" in text.stdout and "not measured" in text.stdout
 
     # the dashboard's summary: the PPI estimate beside the plain one, labelled
     page = client.get(f"/dashboard?project={pid}")
@@ -320,3 +326,5 @@ def test_ppi_inputs_recorded_at_ranking_and_shown_in_versions(
     assert f"{100 * ppi['estimate']:.1f}%" in ppi_box
     data_box = html.split('id="control-slice-data"', 1)[1].split("</div>", 1)[0]
     assert "whole data" in data_box and f"{dw['n']} labels" in data_box
+    lift_box = html.split('id="al-lift"', 1)[1].split("</div>", 1)[0]
+    assert "active learning vs random picks" in lift_box and "not measured yet" in lift_box

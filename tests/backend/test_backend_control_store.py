@@ -16,6 +16,7 @@ from labelwheel.records import (
     BackendRecord,
     ControlLabel,
     LabelledPart,
+    LabelledTask,
     PoolConfidence,
 )
 
@@ -160,3 +161,28 @@ def test_versions_labelled_share_reads_back_for_the_data_wide_row(tmp_path: Path
     assert v2 is not None and v2.estimate == pytest.approx(1.0) and v2.n_pool_only == 1
     pooled = pooled_estimate(rows, confidence=got).data_wide
     assert pooled is not None and (pooled.n, pooled.n_pool_only) == (4, 1)
+
+
+def test_labelling_order_marks_the_random_picks_of_the_serving_version(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    store.record_control_tasks(1, "v1", [11, 13])
+    store.record_control_tasks(1, "v2", [14])
+    _annotate(store, 1, 10, "approval", "v1")
+    _annotate(store, 2, 11, "correction", "v1")  # control task of v1, served by v1
+    _annotate(store, 3, 13, "approval", "v2")  # in v1's slice, but v2 served it: selected
+    _annotate(store, 4, 11, "approval", "v2")  # a second annotation: the first one counts
+    _annotate(store, 5, 14, "approval", "v2")
+    expected = [
+        LabelledTask(10, False, ("a",)),
+        LabelledTask(11, True, ("a",)),
+        LabelledTask(13, False, ("a",)),
+        LabelledTask(14, True, ("a",)),
+    ]
+    assert store.labelling_order(1) == expected
+    assert store.labelling_order(2) == []
+    store.close()
+    rec = BackendRecord(tmp_path / DB_FILENAME)
+    try:
+        assert rec.labelling_order(1) == expected
+    finally:
+        rec.close()

@@ -64,6 +64,7 @@ def _analysis(project_id: int, refresh: bool = False) -> Analysis:
 def _compute(project_id: int) -> Analysis:
     from labelwheel.lead.coverage import analyse_coverage
     from labelwheel.lead.honest import estimate_versions
+    from labelwheel.lead.lift import pool_lift
     from labelwheel.lead.report import build_report
     from labelwheel.lead.sources import acceptance_rows, accuracy_history
     from labelwheel.pool import default_cache_dir, load_project_pool
@@ -95,6 +96,7 @@ def _compute(project_id: int) -> Analysis:
         acceptance=acceptance_rows(pool, store),
         honest=honest,
         honest_confidence=confidence,
+        lift=pool_lift(pool, store.labelling_order(project_id)) if has_control else None,
     )
     history, kind = accuracy_history(pool, store)
     return Analysis(
