@@ -9,7 +9,7 @@ random arm: ``t`` control labels; scored on held-out control labels). The truth 
 ``t``: held-out test accuracy of the head trained on the first ``t`` selected labels minus the
 mean test accuracy of heads trained on ``--draws`` random sets of ``t`` pool labels.
 
-    .venv/bin/python benchmarks/al_lift.py [--seeds 10] [--budget 400] [--fraction 0.2]
+    .venv/bin/python benchmarks/al_lift.py [--seeds 10] [--budget 400] [--fraction 0.2] [--resume]
 """
 
 from __future__ import annotations
@@ -178,24 +178,36 @@ def main() -> None:
     ap.add_argument("--fraction", type=float, default=0.2)
     ap.add_argument("--draws", type=int, default=5)
     ap.add_argument("--out", default=str(RESULTS / "al_lift"))
+    ap.add_argument(
+        "--resume", action="store_true", help="keep the seeds already in OUT.json, run the rest"
+    )
     args = ap.parse_args()
+    out = Path(args.out)
+    runs: list[dict[str, Any]] = []
+    spent = 0.0
+    if args.resume and Path(f"{out}.json").exists():
+        import json
+
+        old = json.loads(Path(f"{out}.json").read_text())
+        runs, spent = old["runs"], float(old["seconds"])
     started = time.perf_counter()
-    runs = []
     for seed in range(args.seeds):
+        if any(r["seed"] == seed for r in runs):
+            continue
         r = run_seed(args.dataset, seed, args.fraction, args.budget, args.batch, args.draws)
         runs.append(r)
         truth = r.get("truth", {}).get("lift")
         log(f"seed {seed}: estimate {r['lift']} {r['interval']}, truth {truth}")
-    data = {
-        "params": vars(args),
-        "summary": summarise(runs),
-        "runs": runs,
-        "seconds": time.perf_counter() - started,
-        "environment": environment(),
-    }
-    out = Path(args.out)
-    write_json(Path(f"{out}.json"), data)
-    Path(f"{out}.md").write_text(markdown(data), encoding="utf-8")
+        # written after every seed: a run that is stopped keeps what it measured (--resume)
+        data = {
+            "params": {k: v for k, v in vars(args).items() if k != "resume"},
+            "summary": summarise(runs),
+            "runs": sorted(runs, key=lambda x: x["seed"]),
+            "seconds": spent + time.perf_counter() - started,
+            "environment": environment(),
+        }
+        write_json(Path(f"{out}.json"), data)
+        Path(f"{out}.md").write_text(markdown(data), encoding="utf-8")
     log(f"wrote {out}.json and .md")
 
 

@@ -421,7 +421,9 @@ def coverage_command(out: Path | None, clusters: int | None, projection: str, **
 @click.option("--cost-per-label", type=float, help="Price of one label, to price the duplicates.")
 @_friendly_errors
 def report_command(cost_per_label: float | None, **kw: Any) -> None:
-    """Class balance, duplicates, measured vs estimated real accuracy, acceptance per version."""
+    """Class balance, duplicates, measured vs estimated real accuracy, acceptance per version;
+    with --model-dir: real accuracy from the control slice (plain, PPI, on the whole data) and
+    active learning's lift over random picks."""
     from labelwheel.lead.honest import estimate_versions
     from labelwheel.lead.lift import pool_lift
     from labelwheel.lead.report import build_report
@@ -443,7 +445,7 @@ def report_command(cost_per_label: float | None, **kw: Any) -> None:
         cost_per_label=cost_per_label,
         seed=kw["seed"],
         honest_confidence=confidence,
-        lift=pool_lift(pool, record.labelling_order(pool.project_id), seed=kw["seed"])
+        al_lift=pool_lift(pool, record.labelling_order(pool.project_id), seed=kw["seed"])
         if record is not None
         else None,
     )
@@ -505,7 +507,7 @@ def report_command(cost_per_label: float | None, **kw: Any) -> None:
         click.echo("no annotations made on pre-labels yet")
     if loaded.store is not None:
         _echo_honest(rep.honest, rep.honest_all_versions)
-        _echo_lift(rep.lift)
+        _echo_lift(rep.al_lift)
     for note in rep.notes:
         click.echo(f"note: {note}")
 
@@ -556,7 +558,7 @@ def _echo_honest(rows: list[Any], pooled: Any = None) -> None:
                 "95% CI",
                 "selected",
                 "on selected",
-                "lift",
+                "gap",
                 "95% CI",
             ],
             [
@@ -584,7 +586,8 @@ def _echo_honest(rows: list[Any], pooled: Any = None) -> None:
         "on data = the accuracy on the whole data: the control estimate weighs in for the "
         "unlabelled share only (the selector took the hard tasks out of it, so it is easier "
         "than the data), the version's cross-validated accuracy for the labelled share; "
-        "on selected = on the selector's tasks (biased low by design); lift = real - selected"
+        "on selected = on the selector's tasks (biased low by design); gap = real - selected "
+        "(how much harder the selected tasks are; JSON key 'lift')"
     )
 
 

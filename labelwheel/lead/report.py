@@ -81,7 +81,7 @@ class Report:
     notes: list[str] = field(default_factory=list)
     honest_pooled: HonestEstimate | None = None
     """The all-versions row as computed with the PPI inputs (:func:`build_report`)."""
-    lift: LiftEstimate | None = None
+    al_lift: LiftEstimate | None = None
     """Active learning's lift over random picks (:func:`labelwheel.lead.lift.pool_lift`)."""
 
     @property
@@ -97,7 +97,7 @@ class Report:
         out.pop("honest_pooled", None)
         out["acceptance"] = [a.to_dict() for a in self.acceptance]
         out["honest"] = [h.to_dict() for h in self.honest]
-        out["lift"] = self.lift.to_dict() if self.lift is not None else None
+        out["al_lift"] = self.al_lift.to_dict() if self.al_lift is not None else None
         pooled = self.honest_all_versions
         out["honest_all_versions"] = pooled.to_dict() if pooled is not None else None
         out["estimated_bounds"] = list(self.estimated_bounds) if self.estimated_bounds else None
@@ -200,7 +200,7 @@ def build_report(
     cost_per_label: float | None = None,
     seed: int = 0,
     honest_confidence: ControlConfidence | None = None,
-    lift: LiftEstimate | None = None,
+    al_lift: LiftEstimate | None = None,
 ) -> Report:
     """Compute the report for a pool (``coverage`` is computed, without a map, if not given).
     ``honest_confidence`` (:func:`labelwheel.records.read_control_confidence`) adds the PPI
@@ -256,5 +256,5 @@ def build_report(
             if honest and honest_confidence is not None
             else None
         ),
-        lift=lift,
+        al_lift=al_lift,
     )

@@ -295,7 +295,7 @@ def test_ppi_inputs_recorded_at_ranking_and_shown_in_versions(
     assert pooled["method"] == "ppi" and pooled["estimate"] == pytest.approx(ppi["estimate"])
     # active learning's lift: the labelling order splits the labels into the random arm (the
     # control labels) and the selected ones (here the first labels only: too few to compare)
-    lift = report["lift"]
+    lift = report["al_lift"]
     assert (lift["n_control"], lift["n_selected"]) == (len(control), len(first))
     assert lift["lift"] is None and f"{len(first)} labels on selected tasks" in lift["reason"]
 

@@ -96,7 +96,7 @@ def _compute(project_id: int) -> Analysis:
         acceptance=acceptance_rows(pool, store),
         honest=honest,
         honest_confidence=confidence,
-        lift=pool_lift(pool, store.labelling_order(project_id)) if has_control else None,
+        al_lift=pool_lift(pool, store.labelling_order(project_id)) if has_control else None,
     )
     history, kind = accuracy_history(pool, store)
     return Analysis(
