@@ -18,6 +18,12 @@ hashes the weights, torch's and onnxscript's versions, the exporter and the opse
 a new exporter export again, and the same weights are exported once per machine. Every session
 is checked against torch on a probe batch before it serves (cosine >= :data:`MIN_COSINE` per
 row); a file that fails to load or to match is exported again.
+
+ONNX Runtime runs a pass as one one-thread run per core at once, each on a contiguous part of
+the pass's rows (:class:`Lanes`), not as one run whose operators are split across intra-op
+threads: the rows' embeddings are the same bits either way, and independent runs do not wait
+for each other at every operator (which cost the most when the Embedder's decoding threads
+share the cores).
 """
 
 from __future__ import annotations
@@ -30,7 +36,9 @@ import logging
 import math
 import os
 import re
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +52,7 @@ __all__ = [
     "INFERENCE_MODES",
     "MIN_COSINE",
     "OPSET",
+    "Lanes",
     "Runtime",
     "export_onnx",
     "inference_mode",
@@ -291,10 +300,10 @@ def _onnx_runtime(name: str, module: Any, image_size: int) -> Runtime:
     with torch.inference_mode():
         expected = module(torch.from_numpy(probe)).float().numpy()
     file_name = onnx_model_name(name, image_size, weights_digest(module))
-    threads = inference_threads()
+    threads = inference_threads()  # one-thread runs at once per pass (see Lanes)
 
     def checked(model: bytes | Path) -> Any:
-        session = onnx_session(model, threads)
+        session = onnx_session(model, 1)
         got = session.run(None, {"input": probe})[0]
         if got.shape != expected.shape:
             raise RuntimeError(f"ONNX model gives shape {got.shape}, torch {expected.shape}")
@@ -328,11 +337,55 @@ def _onnx_runtime(name: str, module: Any, image_size: int) -> Runtime:
                 log.warning("cannot keep the exported model in %s (%s)", directory, exc)
         log.info("backbone %s exported to ONNX (%.1f MB) -> %s", name, len(data) / 1e6, where)
 
-    def forward(batch: np.ndarray) -> np.ndarray:
+    def run(batch: np.ndarray) -> np.ndarray:
         out = session.run(None, {"input": np.ascontiguousarray(batch, dtype=np.float32)})[0]
         return np.asarray(out, dtype=np.float32)
 
-    return Runtime(forward, "onnxruntime-cpu", f"threads={threads}, model {where}")
+    detail = f"{threads} one-thread runs per pass, model {where}"
+    return Runtime(Lanes(run, threads), "onnxruntime-cpu", detail)
+
+
+class Lanes:
+    """A pass's rows split into ``count`` contiguous parts run at once, each by a one-thread run
+    of the same session (the caller's thread runs the first part, ``count - 1`` helper threads
+    the others); a pass of fewer rows than ``count`` uses fewer.
+
+    Why not one run with ``count`` intra-op threads: every operator of such a run ends with the
+    threads waiting for each other, and with decoding threads on the same cores (the Embedder's
+    pipeline) one thread taken off its core stalls the other at each of the network's operators.
+    Independent runs meet once per pass. The rows' embeddings are the same bit for bit (ONNX
+    Runtime computes each row alone whatever the batch or the threads;
+    ``tests/features/test_features_runtime.py``).
+    """
+
+    def __init__(self, run: Forward, count: int) -> None:
+        if count < 1:
+            raise ValueError(f"count must be at least 1, got {count}")
+        self.run = run
+        self.count = int(count)
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_pid = 0
+        self._lock = threading.Lock()
+
+    def _helpers(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None or self._pool_pid != os.getpid():  # none yet, or forked
+                self._pool = ThreadPoolExecutor(self.count - 1, thread_name_prefix="lw-onnx")
+                self._pool_pid = os.getpid()
+            return self._pool
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        parts = min(self.count, len(batch))
+        if parts <= 1:
+            return self.run(batch)
+        bounds = [len(batch) * k // parts for k in range(parts + 1)]
+        pool = self._helpers()
+        futures = [pool.submit(self.run, batch[bounds[k] : bounds[k + 1]]) for k in range(1, parts)]
+        try:
+            first = self.run(batch[bounds[0] : bounds[1]])
+        finally:
+            outs = [f.result() for f in futures]  # never leave a helper running on ``batch``
+        return np.concatenate([first, *outs])
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
