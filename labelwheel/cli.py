@@ -24,7 +24,7 @@ _COMMANDS: dict[str, str] = {
     "plan": "labelwheel.lead.cli:plan_command",
     "forecast": "labelwheel.lead.cli:forecast_command",
     "coverage": "labelwheel.lead.cli:coverage_command",
-    "report": "labelwheel.lead.cli:report_command",
+    "report": "labelwheel.lead.cli_report:report_command",
     "ingest": "labelwheel.ingest.cli:ingest_command",
     "audit": "labelwheel.lead.cli:audit_command",
     "embed": "labelwheel.distributed.cli:embed_command",
