@@ -154,27 +154,33 @@ def run_seed(
         k = sum(1 for r in rows if r[3])
         return {
             "estimate": k / len(rows),
-            "truth": float(np.mean([truth[v] for v, *_ in rows])),
+            "truth": truth_of(rows),
             "n": len(rows),
             "interval": wilson(k, len(rows)),
         }
 
-    def ppi(rows: list[tuple[int, int, bool, bool, float]], wide: bool = False) -> dict[str, Any]:
+    def labels_of(rows: list[tuple[int, int, bool, bool, float]]) -> list[ControlLabel]:
+        return [ControlLabel(f"v{v}", ok, c) for v, _, _, ok, c in rows]
+
+    def wide(
+        rows: list[tuple[int, int, bool, bool, float]],
+    ) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        # the data-wide estimate, without the confidences (plain) and with them (PPI)
+        if not rows:
+            return None
+        labels = labels_of(rows)
+        return (
+            _entry(data_wide_accuracy(_blind(labels), pools, labelled), truth_of(rows)),
+            _entry(data_wide_accuracy(labels, pools, labelled), truth_of(rows)),
+        )
+
+    def ppi(rows: list[tuple[int, int, bool, bool, float]]) -> dict[str, Any]:
         if not rows:
             return {"estimate": None, "truth": None, "n": 0, "interval": None}
-        labels = [ControlLabel(f"v{v}", ok, c) for v, _, _, ok, c in rows]
-        if wide:
-            # the data-wide estimate, with the confidences (PPI) and without (plain)
-            return {
-                "ppi": _entry(data_wide_accuracy(labels, pools, labelled), truth_of(rows)),
-                "plain": _entry(
-                    data_wide_accuracy(_blind(labels), pools, labelled), truth_of(rows)
-                ),
-            }
-        est = ppi_accuracy(labels, pools)
+        est = ppi_accuracy(labels_of(rows), pools)
         return {
             "estimate": est.estimate,
-            "truth": float(np.mean([truth[v] for v, *_ in rows])),
+            "truth": truth_of(rows),
             "n": len(rows),
             "interval": est.interval,
             "lam": est.lam,
@@ -192,9 +198,9 @@ def run_seed(
         out[name] = rate(rows)
     out["pooled_ppi"] = ppi([r for r in log_rows if r[2]])
     out["recent_ppi"] = ppi([r for r in recent if r[2]])
-    wide = ppi([r for r in log_rows if r[2]], wide=True)
-    if wide.get("n") != 0:
-        out["pooled_wide"], out["pooled_wide_ppi"] = wide["plain"], wide["ppi"]
+    pooled_wide = wide([r for r in log_rows if r[2]])
+    if pooled_wide is not None:
+        out["pooled_wide"], out["pooled_wide_ppi"] = pooled_wide
     if ctrl_rows:
         out["holdout"] = {
             "estimate": holdout.score(xp[ctrl_rows], yp[ctrl_rows]),

@@ -220,29 +220,29 @@ def read_control_confidence(query: QueryFn, project_id: int) -> ControlConfidenc
                 None if confidence is None else float(confidence),
             )
         )
-    try:
-        pool_rows = query(
-            "SELECT version, n, mean, var FROM control_pools WHERE project_id = ?", (pid,)
-        )
-    except sqlite3.OperationalError as exc:
-        if "no such table" not in str(exc):
-            raise
-        pool_rows = []
+    pool_rows = _rows_or_none(
+        query, "SELECT version, n, mean, var FROM control_pools WHERE project_id = ?", (pid,)
+    )
     for version, n, mean, var in pool_rows:
         pools[str(version)] = PoolConfidence(int(n), float(mean), float(var))
-    try:
-        version_rows = query(
-            "SELECT name, n_labels, cv_accuracy FROM versions WHERE project_id = ?", (pid,)
-        )
-    except sqlite3.OperationalError as exc:
-        if "no such table" not in str(exc):
-            raise
-        version_rows = []
+    version_rows = _rows_or_none(
+        query, "SELECT name, n_labels, cv_accuracy FROM versions WHERE project_id = ?", (pid,)
+    )
     labelled = {
         str(name): LabelledPart(int(n), None if acc is None else float(acc))
         for name, n, acc in version_rows
     }
     return ControlConfidence(labels, pools, labelled)
+
+
+def _rows_or_none(query: QueryFn, sql: str, params: tuple[Any, ...]) -> Sequence[Any]:
+    """The rows of ``sql``, or none when its table does not exist (an older database)."""
+    try:
+        return query(sql, params)
+    except sqlite3.OperationalError as exc:
+        if "no such table" not in str(exc):
+            raise
+        return []
 
 
 @dataclass(frozen=True)

@@ -251,7 +251,11 @@ class _Powered:
     """Power-tuned λ (0: the plain proportion)."""
     counts: dict[str, int]
     """Labels with a usable confidence per version."""
-    n_conf: int
+
+    @property
+    def n_conf(self) -> int:
+        """Labels with a usable confidence."""
+        return sum(self.counts.values())
 
     def pool_variance(
         self, pools: Mapping[str, PoolConfidence], weights: Mapping[str, float]
@@ -281,8 +285,8 @@ def _powered(
                 raise ValueError(f"a confidence must be in [0, 1], got {c!r}")
             centred[i] = c - pools[lab.version].mean
             counts[lab.version] = counts.get(lab.version, 0) + 1
-    n_conf = int(usable.sum())
-    out = _Powered(y, centred, 0.0, counts, n_conf)
+    out = _Powered(y, centred, 0.0, counts)
+    n_conf = out.n_conf
     if n_conf < min_labels or n_conf < 2:
         return out
     v_pool = out.pool_variance(pools, {})

@@ -112,12 +112,11 @@ def active_learning_lift(
     k = min(folds, m)
     rng = np.random.default_rng(seed)
     parts = np.array_split(rng.permutation(m), k)
-    t = m - max(len(p) for p in parts)
-    if s < m - min(len(p) for p in parts):
+    t = m - max(len(p) for p in parts)  # the smallest training fold
+    most = m - min(len(p) for p in parts)  # the largest: the active arm needs that many
+    if s < most:
         return none(
-            f"{s} labels on selected tasks; comparing at {m - min(len(p) for p in parts)} "
-            "labels per arm needs as many",
-            t,
+            f"{s} labels on selected tasks; comparing at {most} labels per arm needs as many", t
         )
     rows = pool if pool is not None else np.concatenate([x_control, x_selected])
     config = HeadConfig(semi_supervised=semi_supervised)

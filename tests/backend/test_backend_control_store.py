@@ -14,6 +14,8 @@ from labelwheel.ml_backend.store import Store
 from labelwheel.records import (
     DB_FILENAME,
     BackendRecord,
+    ControlConfidence,
+    ControlFeedback,
     ControlLabel,
     LabelledPart,
     LabelledTask,
@@ -47,6 +49,15 @@ def _annotate(store: Store, ann_id: int, task_id: int, feedback: str, version: s
     )
 
 
+def _read_record(path: Path) -> tuple[ControlConfidence, ControlFeedback]:
+    """Project 1's control confidences and feedback through the read-only record."""
+    rec = BackendRecord(path / DB_FILENAME)
+    try:
+        return rec.control_confidence(1), rec.control_feedback(1)
+    finally:
+        rec.close()
+
+
 def test_old_database_is_migrated_and_reads_without_confidences(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / DB_FILENAME)
     conn.executescript(OLD_CONTROL_TABLE)
@@ -75,12 +86,7 @@ def test_old_database_is_migrated_and_reads_without_confidences(tmp_path: Path) 
     assert store.control_task_ids(1, "v1") == {10, 11, 13}
     store.close()
 
-    rec = BackendRecord(tmp_path / DB_FILENAME)
-    try:
-        got = rec.control_confidence(1)
-        counts = rec.control_feedback(1)
-    finally:
-        rec.close()
+    got, counts = _read_record(tmp_path)
     assert got.labels == [ControlLabel("v1", True, 0.9), ControlLabel("v1", False, 0.6)]
     assert got.pools == {"v1": PoolConfidence(480, 0.82, 0.019)}
     # too few labels for PPI: the plain proportion, the same as the Wilson row
@@ -144,12 +150,7 @@ def test_versions_labelled_share_reads_back_for_the_data_wide_row(tmp_path: Path
     ):
         _annotate(store, ann, task, feedback, version)
     store.close()
-    rec = BackendRecord(tmp_path / DB_FILENAME)
-    try:
-        got = rec.control_confidence(1)
-        counts = rec.control_feedback(1)
-    finally:
-        rec.close()
+    got, counts = _read_record(tmp_path)
     assert got.labelled == {"v1": LabelledPart(100, 0.6), "v2": LabelledPart(120, None)}
     rows = estimate_versions(counts, got)
     v1 = rows[0].data_wide
