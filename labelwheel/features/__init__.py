@@ -21,7 +21,7 @@ from labelwheel.features.backbone import (
     load_backbone,
 )
 from labelwheel.features.cache import EmbeddingCache, content_hash
-from labelwheel.features.embed import Embedded, Embedder, short_ref
+from labelwheel.features.embed import Embedded, Embedder, local_read_threads, short_ref
 
 __all__ = [
     "DEFAULT_BACKBONE",
@@ -33,5 +33,6 @@ __all__ = [
     "available_backbones",
     "content_hash",
     "load_backbone",
+    "local_read_threads",
     "short_ref",
 ]

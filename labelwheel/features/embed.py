@@ -45,14 +45,26 @@ import numpy as np
 from labelwheel.features.backbone import Backbone, load_backbone
 from labelwheel.features.cache import EmbeddingCache, content_hash
 from labelwheel.features.pipeline import ordered_map
+from labelwheel.features.runtime import physical_cores
 from labelwheel.media import ImageError, decode_image
 
-__all__ = ["Embedded", "Embedder", "short_ref"]
+__all__ = ["Embedded", "Embedder", "local_read_threads", "short_ref"]
 
 log = logging.getLogger("labelwheel.features")
 
 FORWARD_PIXELS = 4 * 224 * 224
 """Most input pixels in one backbone pass (bounds the activations' memory)."""
+
+
+def local_read_threads() -> int:
+    """Threads for a call whose reads touch only local disk or memory (files, ``data:`` URIs):
+    one per physical core and one more. Such reads are CPU-bound (decoding): more threads than
+    that only take the cores from the backbone's pass and each other (measured on 2 cores:
+    3 threads 5 % faster than 8 on photos, 8-10 % on small PNGs;
+    ``benchmarks/results/embed_throughput.md``). Reads over a network wait, and keep the
+    Embedder's ``fetch_threads``."""
+    return physical_cores() + 1
+
 
 Reader = Callable[[str], bytes]
 """Reads the bytes behind an image reference; raises ImageError (or anything) on failure."""
@@ -174,9 +186,15 @@ class Embedder:
         known: Mapping[str, str] | None = None,
         progress: bool = False,
         desc: str = "embedding",
+        threads: int | None = None,
     ) -> Embedded:
         """Embed every reference; see the module doc. ``known`` maps references to the content
-        hashes learnt earlier (their cached vectors are used without fetching)."""
+        hashes learnt earlier (their cached vectors are used without fetching). ``threads``: the
+        threads of this call that read and decode (default ``fetch_threads``; for local reads,
+        :func:`local_read_threads`)."""
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be at least 1, got {threads}")
+        workers = self._fetch_threads if threads is None else int(threads)
         n = len(refs)
         out = Embedded([None] * n, [None] * n, [None] * n)
         known = known or {}
@@ -198,11 +216,11 @@ class Embedder:
             bar = tqdm(total=n, initial=n - len(todo), desc=desc, unit="img", file=sys.stderr)
         try:
             if self.pipelined:
-                self._embed_stream(refs, todo, read, out, bar)
+                self._embed_stream(refs, todo, read, out, workers, bar)
             else:
                 chunk = max(1, self.batch_size)
                 for start in range(0, len(todo), chunk):
-                    self._embed_chunk(refs, todo[start : start + chunk], read, out)
+                    self._embed_chunk(refs, todo[start : start + chunk], read, out, workers)
                     if bar is not None:
                         bar.update(len(todo[start : start + chunk]))
         finally:
@@ -216,6 +234,7 @@ class Embedder:
         positions: list[int],
         read: Reader,
         out: Embedded,
+        threads: int,
         bar: Any = None,
     ) -> None:
         """The pipelined path: images are prepared ahead on this call's threads (bounded, in
@@ -224,7 +243,7 @@ class Embedder:
             return
         # Threads of this call only (see _embed_chunk); a request whose images sit on a slow
         # host never queues another request's fetches.
-        workers = min(self._fetch_threads, len(positions))
+        workers = min(threads, len(positions))
         step = self.forward_batch
         ahead = max(workers, 2 * step)
         batch: list[np.ndarray] = []  # inputs of the next pass, one per distinct content
@@ -285,12 +304,17 @@ class Embedder:
             prepared.close()
 
     def _embed_chunk(
-        self, refs: Sequence[str | None], positions: list[int], read: Reader, out: Embedded
+        self,
+        refs: Sequence[str | None],
+        positions: list[int],
+        read: Reader,
+        out: Embedded,
+        threads: int,
     ) -> None:
         # Threads of this call only: with one pool shared by every caller, a request whose images
         # sit on a slow host would fill its FIFO queue and every other request would wait behind
         # it. Connections per host are bounded by the fetcher, memory by the decode budget.
-        workers = min(self._fetch_threads, len(positions))
+        workers = min(threads, len(positions))
         if workers <= 1:
             results = [self._prepare(str(refs[i]), read) for i in positions]
         else:  # the whole chunk is read and decoded before it is embedded

@@ -149,6 +149,27 @@ class ImageFetcher:
             return self._local_file(parts.query)
         return self._http(self._ls_join(ref))
 
+    def is_local(self, ref: object) -> bool:
+        """True when :meth:`fetch_bytes` reads ``ref`` without a network: a ``data:`` URI or a
+        Label Studio local-files URL (relative, or on Label Studio's origin) while a local files
+        root is set. Such reads are CPU-bound (decoding), so they need no more threads than
+        cores. Anything else, and anything malformed, is False."""
+        if not isinstance(ref, str):
+            return False
+        ref = ref.strip()
+        if ref[:5].lower() == "data:":
+            return True
+        if self.policy.local_files_root is None or ref.startswith("//"):
+            return False
+        try:
+            if _SCHEME.match(ref) is not None:
+                url = parse_http_url(ref)
+                return self._is_ls(url) and self._ls_relative(url).rstrip("/") == _LOCAL_FILES_PATH
+            path = urllib.parse.urlsplit(ref).path
+        except (ImageError, ValueError):
+            return False
+        return "/" + path.lstrip("/").rstrip("/") == _LOCAL_FILES_PATH
+
     def load(self, ref: str) -> Image.Image:
         """Fetch and safely decode ``ref`` into an RGB image; raises ImageError."""
         return decode_image(self.fetch_bytes(ref), self.policy.max_pixels)

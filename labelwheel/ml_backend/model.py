@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from labelwheel.features import Backbone, Embedded, Embedder
+from labelwheel.features import Backbone, Embedded, Embedder, local_read_threads
 from labelwheel.head import Head, NotEnoughLabels, Scaling, TrainingError, load_head, save_head
 from labelwheel.ml_backend.config import Settings
 from labelwheel.ml_backend.pool_jobs import PoolJobs
@@ -124,18 +124,23 @@ class Model:
         """Embed images by reference; per-image failures are reported, never raised.
 
         Images whose content hash is known and cached are not fetched again; the others are
-        fetched in parallel, in bounded chunks, and embedded one backbone call per chunk.
+        fetched in parallel (by as many threads as cores and one more when every read is local:
+        decoding is then the work, and more threads only take the backbone's cores), and
+        embedded a few per backbone pass.
         """
-        known = self.store.image_hashes([r for r in refs if isinstance(r, str)])
-        embedded = self.embedder.embed_refs(refs, self._read, known=known)
-        if embedded.new_hashes:
-            self.store.remember_image_hashes(embedded.new_hashes)
-        return embedded
+        return self._embed(self.embedder, refs, None)
 
     def embed_pool_refs(self, refs: Sequence[str | None]) -> Embedded:
         """:meth:`embed_refs` for the background pool jobs (their own fetch threads)."""
+        return self._embed(self.pool_embedder, refs, POOL_FETCH_THREADS)
+
+    def _embed(self, embedder: Embedder, refs: Sequence[str | None], most: int | None) -> Embedded:
         known = self.store.image_hashes([r for r in refs if isinstance(r, str)])
-        embedded = self.pool_embedder.embed_refs(refs, self._read, known=known)
+        fetcher = self.link.fetcher()
+        threads = None
+        if all(fetcher.is_local(r) for r in refs if r):
+            threads = local_read_threads() if most is None else min(most, local_read_threads())
+        embedded = embedder.embed_refs(refs, self._read, known=known, threads=threads)
         if embedded.new_hashes:
             self.store.remember_image_hashes(embedded.new_hashes)
         return embedded

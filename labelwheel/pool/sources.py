@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from labelwheel.features import Embedded, Embedder
+from labelwheel.features import Embedded, Embedder, local_read_threads
 from labelwheel.media import ImageError, ImageFetcher, ImagePolicy, read_file
 from labelwheel.media.storage import task_image_ref
 from labelwheel.pool.core import Pool
@@ -65,12 +65,13 @@ def embed_refs(
     cache_dir: Path | None,
     progress: bool = False,
     batch_size: int = 32,
+    threads: int | None = None,
 ) -> Embedded:
     """Embed references with a fresh :class:`Embedder` (the backbone loads only if something
-    is not cached)."""
+    is not cached); ``threads`` as in :meth:`Embedder.embed_refs`."""
     embedder = Embedder(backbone, image_size, batch_size, cache_root=cache_dir)
     try:
-        return embedder.embed_refs(list(refs), read, progress=progress)
+        return embedder.embed_refs(list(refs), read, progress=progress, threads=threads)
     finally:
         embedder.close()
 
@@ -168,6 +169,7 @@ def load_folder_pool(
         image_size=image_size,
         cache_dir=cache_dir,
         progress=progress,
+        threads=local_read_threads(),
     )
     emb, positions, skipped = _readable(refs, embedded)
     if not positions:

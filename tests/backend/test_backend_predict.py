@@ -188,3 +188,40 @@ def test_tasks_created_embeds_new_images_in_the_background(
     # /predict then finds them in the cache
     assert client.post("/predict", json=predict_body(refs, project="1.1")).status_code == 200
     assert counting.images == 2
+
+
+def test_local_images_are_read_by_a_thread_per_core_and_one(
+    make_app: Any, photos: dict[str, bytes], tmp_path: Path
+) -> None:
+    """Local files and data: URIs cost decoding, not waiting: a request reads them on
+    local_read_threads(), a request with a network reference on the fetch threads (8)."""
+    import threading
+
+    from labelwheel.features import local_read_threads
+
+    root = tmp_path / "files"
+    root.mkdir()
+    names = list(photos)[:6]
+    for i in range(24):
+        (root / f"{i}.png").write_bytes(photos[names[i % len(names)]] + bytes([i]))  # distinct
+    app = make_app(LABELWHEEL_LOCAL_FILES_ROOT=str(root), LABELWHEEL_FETCH_TIMEOUT="2")
+    model = get_service(app).model
+    readers: set[int] = set()
+    real_read = model._read
+
+    def read(ref: str) -> bytes:
+        readers.add(threading.get_ident())
+        threading.Event().wait(0.02)  # every thread of the call gets an image
+        return real_read(ref)
+
+    model._read = read
+    client = app.test_client()
+    local = [f"/data/local-files/?d={i}.png" for i in range(12)]
+    resp = client.post("/predict", json=predict_body(local))
+    assert resp.status_code == 200 and all(r["score"] < 1.0 for r in resp.get_json()["results"])
+    assert 1 < len(readers) <= local_read_threads() < 8
+    readers.clear()
+    mixed = [f"/data/local-files/?d={i}.png" for i in range(12, 24)] + ["s3://bucket/x.png"]
+    resp = client.post("/predict", json=predict_body(mixed, start=100))
+    assert resp.status_code == 200
+    assert len(readers) > local_read_threads()  # a network reference: the fetch threads

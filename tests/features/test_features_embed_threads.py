@@ -6,6 +6,7 @@ import io
 import threading
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from labelwheel.features import Embedder
@@ -61,3 +62,35 @@ def test_a_stalled_caller_does_not_queue_another_callers_fetches() -> None:
         release.set()
         slow.join(60)
     assert slow_out and slow_out[0].ok == list(range(len(slow_refs)))
+
+
+def test_a_call_reads_on_at_most_the_threads_it_is_given() -> None:
+    emb = Embedder("efficientnet-lite0", SIZE, 8, cache_root=None, fetch_threads=8)
+    emb.embed_refs(["warm"], lambda ref: _png(0))
+    for threads, pipelined in ((2, True), (3, False), (None, True)):
+        emb.pipelined = pipelined
+        readers: set[int] = set()
+        inside = 0
+        most = 0
+        lock = threading.Lock()
+
+        def read(ref: str) -> bytes:
+            nonlocal inside, most
+            with lock:
+                readers.add(threading.get_ident())
+                inside += 1
+                most = max(most, inside)
+            try:
+                threading.Event().wait(0.01)  # long enough for every thread to be reading
+                return _png(int(ref))
+            finally:
+                with lock:
+                    inside -= 1
+
+        refs = [str(1000 * (threads or 1) + i) for i in range(24)]
+        out = emb.embed_refs(refs, read, threads=threads)
+        assert out.ok == list(range(24))
+        assert most <= (threads or 8) and len(readers) <= (threads or 8)
+        assert most == (threads or 8)  # and it does use them
+    with pytest.raises(ValueError, match="threads must be at least 1"):
+        emb.embed_refs(["x"], read, threads=0)
