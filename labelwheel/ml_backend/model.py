@@ -124,9 +124,11 @@ class Model:
         """Embed images by reference; per-image failures are reported, never raised.
 
         Images whose content hash is known and cached are not fetched again; the others are
-        fetched in parallel (by as many threads as cores and one more when every read is local:
-        decoding is then the work, and more threads only take the backbone's cores), and
-        embedded a few per backbone pass.
+        fetched in parallel and embedded a few per backbone pass. When every read is local (files
+        under the local-files root, ``data:`` URIs), decoding is the work: a chunk is decoded on
+        as many threads as cores and one more, then embedded (overlapping two CPU-bound stages,
+        or more threads, only take the backbone's cores); otherwise the fetch threads read ahead
+        while the backbone runs.
         """
         return self._embed(self.embedder, refs, None)
 
@@ -137,10 +139,13 @@ class Model:
     def _embed(self, embedder: Embedder, refs: Sequence[str | None], most: int | None) -> Embedded:
         known = self.store.image_hashes([r for r in refs if isinstance(r, str)])
         fetcher = self.link.fetcher()
-        threads = None
-        if all(fetcher.is_local(r) for r in refs if r):
+        threads, pipelined = None, None
+        if all(fetcher.is_local(r) for r in refs if r):  # decoding is the work: no overlap
             threads = local_read_threads() if most is None else min(most, local_read_threads())
-        embedded = embedder.embed_refs(refs, self._read, known=known, threads=threads)
+            pipelined = False
+        embedded = embedder.embed_refs(
+            refs, self._read, known=known, threads=threads, pipelined=pipelined
+        )
         if embedded.new_hashes:
             self.store.remember_image_hashes(embedded.new_hashes)
         return embedded

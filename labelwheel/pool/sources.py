@@ -65,13 +65,17 @@ def embed_refs(
     cache_dir: Path | None,
     progress: bool = False,
     batch_size: int = 32,
-    threads: int | None = None,
+    local: bool = False,
 ) -> Embedded:
     """Embed references with a fresh :class:`Embedder` (the backbone loads only if something
-    is not cached); ``threads`` as in :meth:`Embedder.embed_refs`."""
+    is not cached); ``local``: every read is from local disk (see :meth:`Embedder.embed_refs`)."""
     embedder = Embedder(backbone, image_size, batch_size, cache_root=cache_dir)
     try:
-        return embedder.embed_refs(list(refs), read, progress=progress, threads=threads)
+        if local:
+            return embedder.embed_refs(
+                list(refs), read, progress=progress, threads=local_read_threads(), pipelined=False
+            )
+        return embedder.embed_refs(list(refs), read, progress=progress)
     finally:
         embedder.close()
 
@@ -169,7 +173,7 @@ def load_folder_pool(
         image_size=image_size,
         cache_dir=cache_dir,
         progress=progress,
-        threads=local_read_threads(),
+        local=True,
     )
     emb, positions, skipped = _readable(refs, embedded)
     if not positions:
