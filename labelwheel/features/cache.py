@@ -138,25 +138,32 @@ class EmbeddingCache:
         return None
 
     def put(self, sha: str, vec: np.ndarray) -> None:
-        """Keep an embedding: in memory, and on disk atomically (a temp file of this process and
-        thread, then a rename; no fsync: an entry lost in a power cut is recomputed, and a damaged
-        file fails :meth:`get`'s checks). A file that cannot be written (disk full, read-only
-        folder) is logged once and the vector is kept in memory only: a cache never fails the
-        embedding it caches.
+        """Keep an embedding in memory (:meth:`remember`) and on disk (:meth:`write`)."""
+        self.write(sha, self.remember(sha, vec))
+
+    def remember(self, sha: str, vec: np.ndarray) -> np.ndarray:
+        """Keep an embedding in memory (as contiguous float32, returned)."""
+        vec = np.ascontiguousarray(vec, dtype=np.float32)
+        self._remember(sha, vec)
+        return vec
+
+    def write(self, sha: str, vec: np.ndarray) -> None:
+        """Write an embedding's file atomically (a temp file of this process and thread, then a
+        rename; no fsync: an entry lost in a power cut is recomputed, and a damaged file fails
+        :meth:`get`'s checks); nothing without a root. A file that cannot be written (disk
+        full, read-only folder) is logged once: a cache never fails the embedding it caches.
 
         The file is the ``.npy`` format written with one ``os.write`` (its header made once per
-        dtype and length): it is on the critical path of every pass, and ``numpy.save`` into a
-        ``mkstemp`` file cost 2.5x the CPU.
+        dtype and length): ``numpy.save`` into a ``mkstemp`` file cost twice the CPU.
         """
-        vec = np.ascontiguousarray(vec, dtype=np.float32)
-        if self.dir is not None:
-            try:
-                self._write(sha, vec)
-            except OSError as exc:
-                if not self._write_failed:
-                    self._write_failed = True
-                    log.warning("embedding cache %s not written (%s): kept in memory", sha, exc)
-        self._remember(sha, vec)
+        if self.dir is None:
+            return
+        try:
+            self._write(sha, np.ascontiguousarray(vec, dtype=np.float32))
+        except OSError as exc:
+            if not self._write_failed:
+                self._write_failed = True
+                log.warning("embedding cache %s not written (%s): kept in memory", sha, exc)
 
     def _header(self, vec: np.ndarray) -> bytes:
         key = (vec.dtype.str, int(vec.size))

@@ -35,9 +35,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -125,6 +127,8 @@ class Embedder:
         self._backbone_lock = threading.Lock()
         self._forward_lock = threading.Lock()
         self._fetch_threads = fetch_threads
+        self._writer: ThreadPoolExecutor | None = None  # the cache's file writes (one thread)
+        self._writer_pid = 0
         self.pipelined = bool(pipelined)
         self.images_embedded = 0
 
@@ -220,19 +224,30 @@ class Embedder:
             from tqdm import tqdm
 
             bar = tqdm(total=n, initial=n - len(todo), desc=desc, unit="img", file=sys.stderr)
+        keep = _Keep(self.cache, self._write_thread() if todo and self.cache.dir else None)
         try:
             if self.pipelined if pipelined is None else pipelined:
-                self._embed_stream(refs, todo, read, out, workers, bar)
+                self._embed_stream(refs, todo, read, out, workers, keep, bar)
             else:
                 chunk = max(1, self.batch_size)
                 for start in range(0, len(todo), chunk):
-                    self._embed_chunk(refs, todo[start : start + chunk], read, out, workers)
+                    self._embed_chunk(refs, todo[start : start + chunk], read, out, workers, keep)
                     if bar is not None:
                         bar.update(len(todo[start : start + chunk]))
         finally:
+            keep.wait()  # the call's cache files exist when it returns
             if bar is not None:
                 bar.close()
         return out
+
+    def _write_thread(self) -> ThreadPoolExecutor:
+        """The thread that writes this embedder's cache files (one per process: forks get
+        their own)."""
+        with self._backbone_lock:
+            if self._writer is None or self._writer_pid != os.getpid():
+                self._writer = ThreadPoolExecutor(1, thread_name_prefix="lw-cache")
+                self._writer_pid = os.getpid()
+            return self._writer
 
     def _embed_stream(
         self,
@@ -241,6 +256,7 @@ class Embedder:
         read: Reader,
         out: Embedded,
         threads: int,
+        keep: _Keep,
         bar: Any = None,
     ) -> None:
         """The pipelined path: images are prepared ahead on this call's threads (bounded, in
@@ -263,8 +279,7 @@ class Embedder:
             vectors = self.forward(np.stack(batch))
             batch.clear()
             for sha, vec in zip(batch_shas, vectors, strict=True):
-                vec = np.ascontiguousarray(vec)
-                self.cache.put(sha, vec)
+                vec = keep(sha, vec)
                 done[sha] = vec
                 for i in waiting.pop(sha):
                     out.vectors[i] = vec
@@ -316,6 +331,7 @@ class Embedder:
         read: Reader,
         out: Embedded,
         threads: int,
+        keep: _Keep,
     ) -> None:
         # Threads of this call only: with one pool shared by every caller, a request whose images
         # sit on a slow host would fill its FIFO queue and every other request would wait behind
@@ -355,8 +371,7 @@ class Embedder:
             part = order[start : start + step]
             vectors = self.forward(np.stack([inputs.pop(sha) for sha in part]))
             for sha, vec in zip(part, vectors, strict=True):
-                vec = np.ascontiguousarray(vec)
-                self.cache.put(sha, vec)
+                vec = keep(sha, vec)
                 for i in waiting[sha]:
                     out.vectors[i] = vec
 
@@ -381,3 +396,27 @@ class Embedder:
             return None, None, f"image {short_ref(ref)}: {exc.reason}"
         except Exception as exc:  # a decoder bug must not fail the batch
             return None, None, f"image {short_ref(ref)}: cannot decode ({exc.__class__.__name__})"
+
+
+class _Keep:
+    """A call's new embeddings: kept in the cache's memory at once, their files written by the
+    embedder's writer thread while the call's next passes run (not between them, with a core
+    idle), and waited for when the call ends (:meth:`wait`)."""
+
+    def __init__(self, cache: EmbeddingCache, writer: ThreadPoolExecutor | None) -> None:
+        self.cache = cache
+        self.writer = writer
+        self.writes: list[Future[None]] = []
+
+    def __call__(self, sha: str, vec: np.ndarray) -> np.ndarray:
+        vec = self.cache.remember(sha, vec)
+        if self.writer is None:
+            self.cache.write(sha, vec)
+        else:
+            self.writes.append(self.writer.submit(self.cache.write, sha, vec))
+        return vec
+
+    def wait(self) -> None:
+        for write in self.writes:
+            write.result()  # write() logs its own failures and never raises
+        self.writes.clear()

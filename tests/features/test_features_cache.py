@@ -56,3 +56,46 @@ def test_a_folder_that_cannot_be_written_keeps_vectors_in_memory(
     np.testing.assert_array_equal(cache.get(_sha(5)), np.ones(8))
     assert len([r for r in caplog.records if "not written" in r.getMessage()]) == 1
     assert EmbeddingCache(tmp_path, "net", 224).get(_sha(5)) is None
+
+
+def _png(seed: int) -> bytes:
+    import io
+
+    from PIL import Image
+
+    pixels = np.random.default_rng(seed).integers(0, 255, size=(40, 40, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("pipelined", [True, False])
+def test_an_embedders_files_are_written_when_its_call_returns(
+    tmp_path: Path, pipelined: bool
+) -> None:
+    """The files are written on the embedder's writer thread while the passes run; the call
+    returns once every one exists, so another process finds them all."""
+    from labelwheel.features import Embedder
+
+    emb = Embedder("efficientnet-lite0", 64, 8, cache_root=tmp_path, pipelined=pipelined)
+    refs = [str(i) for i in range(11)]
+    out = emb.embed_refs(refs, lambda ref: _png(int(ref)))
+    assert out.ok == list(range(11))
+    fresh = EmbeddingCache(tmp_path, "efficientnet-lite0", 64)
+    for sha, vec in zip(out.hashes, out.vectors, strict=True):
+        assert sha is not None
+        np.testing.assert_array_equal(fresh.get(sha), vec)
+    again = Embedder("efficientnet-lite0", 64, 8, cache_root=tmp_path)
+    assert again.embed_refs(refs, lambda ref: _png(int(ref))).ok == list(range(11))
+    assert again.images_embedded == 0  # every vector came from the files
+
+
+def test_an_embedding_call_survives_a_cache_it_cannot_write(tmp_path: Path) -> None:
+    from labelwheel.features import Embedder
+
+    emb = Embedder("efficientnet-lite0", 64, 8, cache_root=tmp_path)
+    assert emb.cache.dir is not None
+    for i in range(256):  # a file where each entry's folder should be
+        (emb.cache.dir / f"{i:02x}").write_bytes(b"")
+    out = emb.embed_refs([str(i) for i in range(5)], lambda ref: _png(int(ref)))
+    assert out.ok == list(range(5)) and not any(out.errors)

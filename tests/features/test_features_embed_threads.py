@@ -64,33 +64,36 @@ def test_a_stalled_caller_does_not_queue_another_callers_fetches() -> None:
     assert slow_out and slow_out[0].ok == list(range(len(slow_refs)))
 
 
+class _Readers:
+    """A reader that records which threads read and how many at once."""
+
+    def __init__(self) -> None:
+        self.threads: set[int] = set()
+        self.inside = 0
+        self.most = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, ref: str) -> bytes:
+        with self.lock:
+            self.threads.add(threading.get_ident())
+            self.inside += 1
+            self.most = max(self.most, self.inside)
+        try:
+            threading.Event().wait(0.01)  # long enough for every thread to be reading
+            return _png(int(ref))
+        finally:
+            with self.lock:
+                self.inside -= 1
+
+
 def test_a_call_reads_on_at_most_the_threads_it_is_given() -> None:
     emb = Embedder("efficientnet-lite0", SIZE, 8, cache_root=None, fetch_threads=8)
     emb.embed_refs(["warm"], lambda ref: _png(0))
-    for threads, pipelined in ((2, True), (3, False), (None, True)):
-        emb.pipelined = pipelined
-        readers: set[int] = set()
-        inside = 0
-        most = 0
-        lock = threading.Lock()
-
-        def read(ref: str) -> bytes:
-            nonlocal inside, most
-            with lock:
-                readers.add(threading.get_ident())
-                inside += 1
-                most = max(most, inside)
-            try:
-                threading.Event().wait(0.01)  # long enough for every thread to be reading
-                return _png(int(ref))
-            finally:
-                with lock:
-                    inside -= 1
-
+    for threads, pipelined in ((2, True), (3, False), (None, True), (4, None)):
+        read = _Readers()
         refs = [str(1000 * (threads or 1) + i) for i in range(24)]
-        out = emb.embed_refs(refs, read, threads=threads)
+        out = emb.embed_refs(refs, read, threads=threads, pipelined=pipelined)
         assert out.ok == list(range(24))
-        assert most <= (threads or 8) and len(readers) <= (threads or 8)
-        assert most == (threads or 8)  # and it does use them
+        assert read.most == len(read.threads) == (threads or 8)  # all of them, no more
     with pytest.raises(ValueError, match="threads must be at least 1"):
-        emb.embed_refs(["x"], read, threads=0)
+        emb.embed_refs(["x"], _Readers(), threads=0)
