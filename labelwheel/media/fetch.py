@@ -49,7 +49,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import os
 import re
+import stat
 import threading
 import urllib.parse
 from collections.abc import Callable
@@ -124,6 +126,7 @@ class ImageFetcher:
         self._allowed = frozenset(h.strip().lower() for h in policy.allowed_hosts if h.strip())
         self._slots: dict[str, threading.BoundedSemaphore] = {}
         self._slots_lock = threading.Lock()
+        self._root: tuple[Path, str] | None = None  # the local files root, and resolved
 
     # -- public -----------------------------------------------------------------------------
 
@@ -207,23 +210,27 @@ class ImageFetcher:
         rel = values[0]
         if "\x00" in rel:
             raise ImageError("path outside the local files root")
-        root_resolved = Path(root).resolve()
+        if self._root is None or self._root[0] != root:
+            self._root = (root, os.path.realpath(root))  # resolved once per root
+        root_resolved = self._root[1]
         try:
-            target = (root_resolved / rel).resolve(strict=True)
+            target = os.path.realpath(os.path.join(root_resolved, rel), strict=True)
         except FileNotFoundError:
             raise ImageError("not found", rel) from None
-        except (OSError, RuntimeError):
+        except (OSError, RuntimeError, ValueError):
             raise ImageError("not readable", rel) from None
-        if not target.is_relative_to(root_resolved):
+        if target != root_resolved and not target.startswith(root_resolved.rstrip(os.sep) + os.sep):
             raise ImageError("path outside the local files root", rel)
-        if not target.is_file():
-            raise ImageError("not found", rel)
         try:
-            size = target.stat().st_size
-            if size > self.policy.max_bytes:
-                raise ImageError("too large", f"{size} bytes")
-            with open(target, "rb") as fh:
+            with open(target, "rb") as fh:  # the resolved file itself: no link to follow
+                info = os.fstat(fh.fileno())
+                if not stat.S_ISREG(info.st_mode):
+                    raise ImageError("not found", rel)
+                if info.st_size > self.policy.max_bytes:
+                    raise ImageError("too large", f"{info.st_size} bytes")
                 data = fh.read(self.policy.max_bytes + 1)
+        except IsADirectoryError:
+            raise ImageError("not found", rel) from None
         except OSError:
             raise ImageError("not readable", rel) from None
         if len(data) > self.policy.max_bytes:

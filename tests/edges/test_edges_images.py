@@ -373,3 +373,17 @@ def test_exif_orientation_applied() -> None:
     img.save(buf, "JPEG", exif=exif.tobytes())
     assert decode_image(buf.getvalue(), 1000).size == (2, 4)
     assert exif_transpose(Image.new("RGB", (4, 2))).size == (4, 2)
+
+
+def test_local_files_neither_folders_nor_a_sibling_with_the_roots_name(files_root: Path) -> None:
+    sibling = files_root.parent / (files_root.name + "-other")
+    sibling.mkdir()
+    (sibling / "x.png").write_bytes(png_bytes())
+    f = fetcher(None, root=files_root)
+    with pytest.raises(ImageError) as e:
+        f.fetch_bytes(f"/data/local-files/?d=../{sibling.name}/x.png")
+    assert e.value.reason == "path outside the local files root"
+    for folder in ("sub", "sub/", "."):
+        with pytest.raises(ImageError) as e:
+            f.fetch_bytes(f"/data/local-files/?d={folder}")
+        assert e.value.reason == "not found"
