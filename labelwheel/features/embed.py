@@ -34,6 +34,7 @@ backend, the data-lead tools and the demo alike:
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import sys
@@ -60,13 +61,14 @@ FORWARD_PIXELS = 4 * 224 * 224
 """Most input pixels in one backbone pass (bounds the activations' memory)."""
 
 
+@functools.cache
 def local_read_threads() -> int:
     """Threads for a call whose reads touch only local disk or memory (files, ``data:`` URIs):
     one per physical core and one more. Such reads are CPU-bound (decoding): more threads than
     that only take the cores from the backbone's pass and each other (measured on 2 cores,
     24 paired runs: 3 threads 1.05x the rate of 8 on photos, 1.01x on small PNGs;
     ``benchmarks/results/embed_throughput.md``). Reads over a network wait, and keep the
-    Embedder's ``fetch_threads``."""
+    Embedder's ``fetch_threads``. Counted once per process (it reads ``/sys``: 0.4 ms)."""
     return physical_cores() + 1
 
 
