@@ -38,7 +38,7 @@ round is recorded; best and median rounds are reported. Run it alone, niced:
     nice -n 10 .venv/bin/python benchmarks/embed_throughput.py [--n 48 --rounds 5]
 
 Writes ``benchmarks/results/embed_throughput.{json,md}`` (the markdown by
-``embed_throughput_md.py``).
+``embed_throughput_report.py``, with the ratios and verdicts).
 """
 
 from __future__ import annotations
@@ -64,14 +64,11 @@ for _path in (ROOT, Path(__file__).resolve().parent):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
-from embed_throughput_md import markdown  # noqa: E402
+from embed_throughput_report import SETS, _summary, markdown, summarise  # noqa: E402,F401
 
 SIZE = 224
-TARGET = 2.5  # ONNX Runtime bare vs torch eager bare
-PREDICT_TARGET = 0.9  # /predict vs the Embedder's files -> vectors
 BATCHES = (4, 8, 16, 32)
 TORCH_BATCHES = (4, 32)
-SETS = ("photos", "small_pngs")
 
 
 def natural_photos(directory: Path, count: int, seed: int) -> list[Path]:
@@ -115,14 +112,6 @@ def small_pngs(directory: Path, count: int, seed: int) -> list[Path]:
         digit_to_rgb(digit, 112).save(path, format="PNG", pnginfo=info)
         paths.append(path)
     return paths
-
-
-def _summary(rates: list[float]) -> dict[str, Any]:
-    return {
-        "rounds": [round(r, 2) for r in rates],
-        "best": round(max(rates), 2),
-        "median": round(float(np.median(rates)), 2),
-    }
 
 
 def _cpu_name() -> str:
@@ -393,7 +382,7 @@ def main() -> None:
             local = files_to_vectors(onnx_net, False, paths)
             thread_pairs[set_name].append(local / eight)
     tmp.cleanup()
-    result = summarise(args, bare, e2e, cpu, loads, pass_size)
+    result = summarise(args, bare, e2e, cpu, loads, pass_size, SIZE)
     result["local_read_threads"] = local_read_threads()
     result["local_threads_vs_8_pairs"] = {
         s: {
@@ -432,110 +421,6 @@ def main() -> None:
     out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     out.with_suffix(".md").write_text(markdown(result, BATCHES, RESULTS))
     print(json.dumps(result, indent=2))
-
-
-def summarise(
-    args: argparse.Namespace,
-    bare: dict[str, list[float]],
-    e2e: dict[str, list[float]],
-    cpu: dict[str, list[float]],
-    loads: list[tuple[float, float]],
-    pass_size: int,
-) -> dict[str, Any]:
-    """The measured rates, ratios per round (paths of one round share the machine's noise)."""
-    ref = f"onnx_b{pass_size}"
-    ratios: dict[str, Any] = {}
-    for key, rates in e2e.items():
-        per_round = [r / b for r, b in zip(rates, bare[ref], strict=True)]
-        ratios[f"{key}_vs_{ref}"] = {
-            "rounds": [round(x, 3) for x in per_round],
-            "median": round(float(np.median(per_round)), 3),
-            "best_over_best": round(max(rates) / max(bare[ref]), 3),
-        }
-    for s in SETS:  # /predict against the Embedder's files -> vectors (same round)
-        best_bare = [
-            max(p, q)
-            for p, q in zip(e2e[f"onnx_pipelined_{s}"], e2e[f"onnx_sequential_{s}"], strict=True)
-        ]
-        for served in ("predict", "predict_one"):
-            for key, base in (
-                ("onnx_pipelined", e2e[f"onnx_pipelined_{s}"]),
-                ("onnx_sequential", e2e[f"onnx_sequential_{s}"]),
-                ("embedder_best", best_bare),
-            ):
-                per_round = [p / q for p, q in zip(e2e[f"{served}_{s}"], base, strict=True)]
-                ratios[f"{served}_{s}_vs_{key}_{s}"] = {
-                    "rounds": [round(x, 3) for x in per_round],
-                    "median": round(float(np.median(per_round)), 3),
-                    "best_over_best": round(max(e2e[f"{served}_{s}"]) / max(base), 3),
-                }
-    for s in SETS:
-        gains = [
-            p / q
-            for p, q in zip(e2e[f"onnx_pipelined_{s}"], e2e[f"onnx_sequential_{s}"], strict=True)
-        ]
-        ratios[f"pipelined_vs_sequential_{s}"] = {
-            "rounds": [round(x, 3) for x in gains],
-            "median": round(float(np.median(gains)), 3),
-        }
-    speedup = [o / t for o, t in zip(bare[ref], bare[f"torch_b{pass_size}"], strict=True)]
-    ratios[f"onnx_vs_torch_bare_b{pass_size}"] = {
-        "rounds": [round(x, 2) for x in speedup],
-        "median": round(float(np.median(speedup)), 2),
-        "best_over_best": round(max(bare[ref]) / max(bare[f"torch_b{pass_size}"]), 2),
-    }
-    per_core = [
-        o / t
-        for o, t in zip(
-            bare[f"onnx_1thread_b{pass_size}"], bare[f"torch_1thread_b{pass_size}"], strict=True
-        )
-    ]
-    ratios[f"onnx_vs_torch_bare_1thread_b{pass_size}"] = {
-        "rounds": [round(x, 2) for x in per_core],
-        "median": round(float(np.median(per_core)), 2),
-    }
-    stage_ms = {k: round(float(np.median(v)), 2) for k, v in cpu.items()}
-    forward_ms = stage_ms[f"onnx_forward_1thread_b{pass_size}"]
-    ceiling = {s: round(forward_ms / (forward_ms + stage_ms[f"prepare_{s}"]), 3) for s in SETS}
-    return {
-        "benchmark": "embed_throughput",
-        "backbone": "efficientnet-lite0",
-        "image_size": SIZE,
-        "images_per_set_and_round": args.n,
-        "rounds": args.rounds,
-        "predict_tasks_per_request": args.predict_batch,
-        "backbone_pass_images": pass_size,
-        "bare_images_per_s": {k: _summary(v) for k, v in bare.items()},
-        "end_to_end_images_per_s": {k: _summary(v) for k, v in e2e.items()},
-        "ratios": ratios,
-        "cpu_ms_per_image_one_thread_median": stage_ms,
-        "cpu_bound_ceiling_vs_bare": ceiling,
-        "load_1m_per_round": loads,
-        "target_onnx_vs_torch": TARGET,
-        "target_predict_vs_bare": PREDICT_TARGET,
-        "meets_onnx_target": min(
-            ratios[f"onnx_vs_torch_bare_b{pass_size}"]["median"],
-            ratios[f"onnx_vs_torch_bare_1thread_b{pass_size}"]["median"],
-        )
-        >= TARGET,
-        "predict_target_judged_on": (
-            "/predict vs the bare path from the same image files: the faster of the Embedder's "
-            "pipelined and sequential files -> vectors in the same round (ONNX Runtime, local "
-            "reads), median round; at 16 tasks per request and with the round's images in one "
-            "request"
-        ),
-        "meets_predict_target": {
-            f"{served}_{s}": ratios[f"{served}_{s}_vs_embedder_best_{s}"]["median"]
-            >= PREDICT_TARGET
-            for served in ("predict", "predict_one")
-            for s in SETS
-        },
-        "meets_predict_target_vs_forward_pass": {
-            f"{served}_{s}": ratios[f"{served}_{s}_vs_{ref}"]["median"] >= PREDICT_TARGET
-            for served in ("predict", "predict_one")
-            for s in SETS
-        },
-    }
 
 
 if __name__ == "__main__":
