@@ -13,10 +13,11 @@ backend, the data-lead tools and the demo alike:
   so at most two passes' inputs wait, decoded. ``pipelined=False`` is the sequential path:
   a chunk of ``batch_size`` images is read and decoded, then embedded, then the next chunk.
   With local files on a 2-core machine both stages are CPU-bound and the backbone already
-  uses every core, so the overlap does not pay (0.94x the sequential rate on photos, 0.97x
-  on small PNGs, 24 paired runs each, ``benchmarks/results/embed_throughput.md``): local
-  reads go sequential, on :func:`local_read_threads` threads (``embed_refs``'s ``threads``
-  and ``pipelined``); the overlap pays where reads wait on a network;
+  uses every core, so the overlap does not pay (0.93-0.94x the sequential rate on photos,
+  0.97-0.98x on small PNGs, 24 paired runs each in two benchmark runs,
+  ``benchmarks/results/embed_throughput.md``): local reads go sequential, on
+  :func:`local_read_threads` threads (``embed_refs``'s ``threads`` and ``pipelined``); the
+  overlap pays where reads wait on a network;
 - memory does not grow with the number of references or their resolution: each image is
   fetched, decoded (JPEGs at reduced size by Pillow's ``draft``, others reduced right after
   decoding) and shrunk to the backbone's small float32 input array by one worker thread, and
@@ -66,7 +67,8 @@ def local_read_threads() -> int:
     """Threads for a call whose reads touch only local disk or memory (files, ``data:`` URIs):
     one per physical core and one more. Such reads are CPU-bound (decoding): more threads than
     that only take the cores from the backbone's pass and each other (measured on 2 cores,
-    24 paired runs: 3 threads 1.05x the rate of 8 on photos, 1.01x on small PNGs;
+    24 paired runs, two benchmark runs: 3 threads 1.05x the rate of 8 on photos, 1.01-1.02x on
+    small PNGs;
     ``benchmarks/results/embed_throughput.md``). Reads over a network wait, and keep the
     Embedder's ``fetch_threads``. Counted once per process (it reads ``/sys``: 0.4 ms)."""
     return physical_cores() + 1
@@ -202,8 +204,8 @@ class Embedder:
         threads of this call that read and decode (default ``fetch_threads``); ``pipelined``:
         this call's path (default :attr:`pipelined`). For reads that touch only local disk or
         memory, :func:`local_read_threads` and ``pipelined=False`` (what the ML backend uses
-        then: both stages are CPU-bound, and overlapping them measured 0.94x the rate on photos,
-        0.97x on small PNGs)."""
+        then: both stages are CPU-bound, and overlapping them measured 0.93-0.94x the rate on
+        photos, 0.97-0.98x on small PNGs)."""
         if threads is not None and threads < 1:
             raise ValueError(f"threads must be at least 1, got {threads}")
         workers = self._fetch_threads if threads is None else int(threads)
