@@ -39,6 +39,12 @@ class EmbedSource:
         """For messages."""
         return f"Label Studio project {self.project}" if self.project is not None else self.spec
 
+    @property
+    def local(self) -> bool:
+        """Whether its reads touch only local disk (a folder): then decoding, not waiting, is
+        the work (see :func:`labelwheel.features.local_read_threads`)."""
+        return self.project is None and "://" not in self.spec
+
     def references(self) -> list[str]:
         """Every image reference, in a stable order; raises ValueError for a bad source."""
         if self.project is not None:

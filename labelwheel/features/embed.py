@@ -51,7 +51,7 @@ import numpy as np
 from labelwheel.features.backbone import Backbone, load_backbone
 from labelwheel.features.cache import EmbeddingCache, content_hash
 from labelwheel.features.pipeline import ordered_map
-from labelwheel.features.runtime import physical_cores
+from labelwheel.features.runtime import inference_threads
 from labelwheel.media import ImageError, decode_image
 
 __all__ = ["Embedded", "Embedder", "local_read_threads", "short_ref"]
@@ -65,13 +65,14 @@ FORWARD_PIXELS = 4 * 224 * 224
 @functools.cache
 def local_read_threads() -> int:
     """Threads for a call whose reads touch only local disk or memory (files, ``data:`` URIs):
-    one per physical core and one more. Such reads are CPU-bound (decoding): more threads than
-    that only take the cores from the backbone's pass and each other (measured on 2 cores,
-    24 paired runs, two benchmark runs: 3 threads 1.05x the rate of 8 on photos, 1.01-1.02x on
-    small PNGs;
+    one per core the backbone's pass runs on (:func:`~labelwheel.features.runtime.
+    inference_threads`: the physical cores, or ``OMP_NUM_THREADS``, as Ray sets it for an actor)
+    and one more. Such reads are CPU-bound (decoding): more threads than that only take the cores
+    from the backbone's pass and each other (measured on 2 cores, 24 paired runs, two benchmark
+    runs: 3 threads 1.05x the rate of 8 on photos, 1.01-1.02x on small PNGs;
     ``benchmarks/results/embed_throughput.md``). Reads over a network wait, and keep the
     Embedder's ``fetch_threads``. Counted once per process (it reads ``/sys``: 0.4 ms)."""
-    return physical_cores() + 1
+    return inference_threads() + 1
 
 
 Reader = Callable[[str], bytes]

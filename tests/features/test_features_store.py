@@ -219,3 +219,11 @@ def test_embed_command(photo_folder: Path, tmp_path: Path) -> None:
         cli, ["embed", "--project", "3", "--out", str(out)], env={"LABEL_STUDIO_URL": ""}
     )
     assert res.exit_code == 2 and "needs --url and --api-key" in res.output
+
+
+def test_only_folder_sources_read_locally(photo_folder: Path) -> None:
+    """A folder's reads are decoding work (a chunk decoded on cores + 1 threads, then embedded);
+    S3 and Label Studio reads wait on a network (fetch threads, read ahead)."""
+    assert EmbedSource(str(photo_folder)).local
+    assert not EmbedSource("s3://bucket/prefix/").local
+    assert not EmbedSource("project", project=3, url="http://ls", api_key="k").local
