@@ -160,13 +160,17 @@ class Predictor:
         env.pop("OMP_NUM_THREADS", None)  # the same intra-op threads as the bare path
         self.backend = ServedBackend(env, workdir / "serve.log")
         self.url = self.backend.url
+        import requests
+
+        # one session, as Label Studio keeps one per process (label_studio/ml/api_connector.py):
+        # its requests reuse a connection
+        self.session = requests.Session()
         self.batch = batch
         self.first_id = 1
 
     def predict(self, names: list[str], batch: int | None = None) -> float:
         """Images/s of /predict over these files (relative to the root), ``batch`` per call
         (default: the predictor's)."""
-        import requests
         from predict_memory import predict_body
 
         batch = batch or self.batch
@@ -178,7 +182,7 @@ class Predictor:
         failures_before = self.image_failures()
         started = time.perf_counter()
         for body in bodies:
-            resp = requests.post(self.url + "/predict", json=body, timeout=600)
+            resp = self.session.post(self.url + "/predict", json=body, timeout=600)
             resp.raise_for_status()
             assert len(resp.json()["results"]) == len(body["tasks"]), "one result per task"
         rate = len(refs) / (time.perf_counter() - started)
@@ -186,15 +190,14 @@ class Predictor:
         return rate
 
     def image_failures(self) -> int:
-        import requests
-
-        text = requests.get(self.url + "/metrics", timeout=30).text
+        text = self.session.get(self.url + "/metrics", timeout=30).text
         for line in text.splitlines():
             if line.startswith("labelwheel_prediction_image_failures_total "):
                 return int(float(line.split()[1]))
         return 0
 
     def close(self) -> None:
+        self.session.close()
         self.backend.stop()
 
 
