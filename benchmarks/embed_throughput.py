@@ -18,7 +18,8 @@ Per round, fresh images (so no embedding cache ever helps), used by every path o
 - **/predict**: the same files as Label Studio local-files references
   (``/data/local-files/?d=...``), ``--predict-batch`` tasks per request, to one backend process
   started for the run (ONNX Runtime with the same threads as the bare path: no
-  ``OMP_NUM_THREADS`` limit); the clock runs from the first request to the last answer. Also
+  ``OMP_NUM_THREADS`` limit), through one HTTP session as Label Studio's connector keeps;
+  the clock runs from the first request to the last answer. Also
   a set of the round's size in one request, as Label Studio's "Retrieve predictions" sends
   every selected task (on images of its own: the backend caches the round's images).
 
