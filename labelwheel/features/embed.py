@@ -13,8 +13,8 @@ backend, the data-lead tools and the demo alike:
   so at most two passes' inputs wait, decoded. ``pipelined=False`` is the sequential path:
   a chunk of ``batch_size`` images is read and decoded, then embedded, then the next chunk.
   With local files on a 2-core machine both stages are CPU-bound and the backbone already
-  uses every core, so the overlap does not pay (0.93-0.94x the sequential rate on photos,
-  0.97-0.98x on small PNGs, 24 paired runs each in two benchmark runs,
+  uses every core, so the overlap does not pay (0.91-0.95x the sequential rate on photos,
+  0.97-1.01x on small PNGs: medians of 24 paired runs in each of four benchmark runs,
   ``benchmarks/results/embed_throughput.md``): local reads go sequential, on
   :func:`local_read_threads` threads (``embed_refs``'s ``threads`` and ``pipelined``); the
   overlap pays where reads wait on a network;
@@ -205,8 +205,8 @@ class Embedder:
         threads of this call that read and decode (default ``fetch_threads``); ``pipelined``:
         this call's path (default :attr:`pipelined`). For reads that touch only local disk or
         memory, :func:`local_read_threads` and ``pipelined=False`` (what the ML backend uses
-        then: both stages are CPU-bound, and overlapping them measured 0.93-0.94x the rate on
-        photos, 0.97-0.98x on small PNGs)."""
+        then: both stages are CPU-bound, and overlapping them measured 0.91-0.95x the rate on
+        photos, 0.97-1.01x on small PNGs)."""
         if threads is not None and threads < 1:
             raise ValueError(f"threads must be at least 1, got {threads}")
         workers = self._fetch_threads if threads is None else int(threads)
