@@ -65,12 +65,13 @@ FORWARD_PIXELS = 4 * 224 * 224
 @functools.cache
 def local_read_threads() -> int:
     """Threads for a call whose reads touch only local disk or memory (files, ``data:`` URIs):
-    one per core the backbone's pass runs on (:func:`~labelwheel.features.runtime.
-    inference_threads`: the physical cores, or ``OMP_NUM_THREADS``, as Ray sets it for an actor)
-    and one more. Such reads are CPU-bound (decoding): more threads than that only take the cores
-    from the backbone's pass and each other (measured on 2 cores, 24 paired runs, two benchmark
-    runs: 3 threads 1.05x the rate of 8 on photos, 1.01-1.02x on small PNGs;
-    ``benchmarks/results/embed_throughput.md``). Reads over a network wait, and keep the
+    one per lane of the backbone's pass (:func:`labelwheel.features.runtime.inference_threads`:
+    the physical cores, or ``OMP_NUM_THREADS`` as Ray sets it for an actor) and one more.
+
+    Such reads are CPU-bound (decoding): more threads only take the cores from the backbone's
+    pass and from each other. Measured on 2 cores (medians of 24 paired runs in each of four
+    benchmark runs, ``benchmarks/results/embed_throughput.md``): 3 threads 1.05-1.08x the rate
+    of 8 on photos, 1.01-1.05x on small PNGs. Reads over a network wait, and keep the
     Embedder's ``fetch_threads``. Counted once per process (it reads ``/sys``: 0.4 ms)."""
     return inference_threads() + 1
 
