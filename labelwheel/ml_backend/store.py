@@ -20,7 +20,6 @@ annotation acknowledged with 200 survives a ``kill -9`` or a power cut. One conn
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sqlite3
 import threading
@@ -33,6 +32,7 @@ from typing import Any
 
 from labelwheel.ml_backend.events import EventLog
 from labelwheel.ml_backend.store_control import ControlSlices
+from labelwheel.ml_backend.store_images import ImageRefs, ref_key
 from labelwheel.ml_backend.store_training import TrainingState, Version, version_name
 from labelwheel.records import DB_FILENAME, FeedbackCounts, read_feedback_counts
 
@@ -168,12 +168,7 @@ class AnnotationWrite:
     pending: int  # the project's annotation changes since the last training started
 
 
-def ref_key(ref: str) -> str:
-    """Stable key of an image reference (URIs can be long: hash them)."""
-    return hashlib.sha256(ref.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-class Store(EventLog, TrainingState, ControlSlices):
+class Store(EventLog, TrainingState, ControlSlices, ImageRefs):
     """Thread-safe access to the backend's SQLite database (one connection per thread)."""
 
     def __init__(self, model_dir: Path) -> None:
@@ -479,34 +474,3 @@ class Store(EventLog, TrainingState, ControlSlices):
             for label in ann.labels:
                 counts[label] = counts.get(label, 0) + 1
         return counts
-
-    # -- image references -----------------------------------------------------------------------
-
-    def image_hash(self, ref: str) -> str | None:
-        """Content hash of an image reference seen before, or None."""
-        rows = self.query("SELECT sha256 FROM image_refs WHERE ref_key = ?", (ref_key(ref),))
-        return str(rows[0][0]) if rows else None
-
-    def image_hashes(self, refs: list[str]) -> dict[str, str]:
-        """Content hashes of the references seen before."""
-        out: dict[str, str] = {}
-        keys = {ref_key(r): r for r in refs}
-        items = list(keys)
-        for start in range(0, len(items), 500):
-            chunk = items[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            for row in self.query(
-                f"SELECT ref_key, sha256 FROM image_refs WHERE ref_key IN ({marks})", tuple(chunk)
-            ):
-                out[keys[row[0]]] = str(row[1])
-        return out
-
-    def remember_image_hashes(self, pairs: dict[str, str]) -> None:
-        """Store reference -> content hash pairs."""
-        if not pairs:
-            return
-        with self.transaction() as conn:
-            conn.executemany(
-                "INSERT OR REPLACE INTO image_refs (ref_key, sha256) VALUES (?, ?)",
-                [(ref_key(ref), sha) for ref, sha in pairs.items()],
-            )

@@ -118,3 +118,19 @@ def test_new_directories_are_made_durable(tmp_path: Path, monkeypatch: Any) -> N
     atomic_write_bytes(target.with_name("v2.pkl"), b"head 2")
     assert synced == [tmp_path / "projects" / "7"]
     assert target.read_bytes() == b"head"
+
+
+def test_image_refs_are_kept_and_annotations_stay_durable(tmp_path: Path) -> None:
+    """Reference -> hash pairs are a cache (committed without waiting for the disk); the
+    connection is back to synchronous=FULL for the annotations that follow."""
+    store = Store(tmp_path)
+    refs = {f"/data/local-files/?d={i}.png": f"{i:064x}" for i in range(700)}  # > one IN chunk
+    store.remember_image_hashes(refs)
+    store.remember_image_hashes({})
+    assert store._conn().execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    record(store, 1, 10, ["a"])
+    again = Store(tmp_path)
+    wanted = [*list(refs)[::7], "/data/upload/never-seen.png"]
+    assert again.image_hashes(wanted) == {r: refs[r] for r in list(refs)[::7]}
+    assert again.image_hash("/data/local-files/?d=3.png") == refs["/data/local-files/?d=3.png"]
+    assert [a.id for a in again.training_set(1)] == [1]
