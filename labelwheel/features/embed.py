@@ -37,7 +37,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import os
 import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -50,7 +49,7 @@ import numpy as np
 
 from labelwheel.features.backbone import Backbone, load_backbone
 from labelwheel.features.cache import EmbeddingCache, content_hash
-from labelwheel.features.pipeline import ordered_map
+from labelwheel.features.pipeline import ProcessPool, ordered_map
 from labelwheel.features.runtime import inference_threads
 from labelwheel.media import ImageError, decode_image
 
@@ -133,8 +132,7 @@ class Embedder:
         self._backbone_lock = threading.Lock()
         self._forward_lock = threading.Lock()
         self._fetch_threads = fetch_threads
-        self._writer: ThreadPoolExecutor | None = None  # the cache's file writes (one thread)
-        self._writer_pid = 0
+        self._writer = ProcessPool(1, "lw-cache")  # writes the cache's files
         self.pipelined = bool(pipelined)
         self.images_embedded = 0
 
@@ -230,7 +228,7 @@ class Embedder:
             from tqdm import tqdm
 
             bar = tqdm(total=n, initial=n - len(todo), desc=desc, unit="img", file=sys.stderr)
-        keep = _Keep(self.cache, self._write_thread() if todo and self.cache.dir else None)
+        keep = _Keep(self.cache, self._writer.get() if todo and self.cache.dir else None)
         try:
             if self.pipelined if pipelined is None else pipelined:
                 self._embed_stream(refs, todo, read, out, workers, keep, bar)
@@ -245,15 +243,6 @@ class Embedder:
             if bar is not None:
                 bar.close()
         return out
-
-    def _write_thread(self) -> ThreadPoolExecutor:
-        """The thread that writes this embedder's cache files (one per process: forks get
-        their own)."""
-        with self._backbone_lock:
-            if self._writer is None or self._writer_pid != os.getpid():
-                self._writer = ThreadPoolExecutor(1, thread_name_prefix="lw-cache")
-                self._writer_pid = os.getpid()
-            return self._writer
 
     def _embed_stream(
         self,

@@ -23,10 +23,10 @@ import queue
 import threading
 from collections import deque
 from collections.abc import Callable, Generator, Iterable
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
-__all__ = ["IDLE_SECONDS", "KEEP_IDLE", "ordered_map"]
+__all__ = ["IDLE_SECONDS", "KEEP_IDLE", "ProcessPool", "ordered_map"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -195,3 +195,25 @@ def ordered_map(
             tasks.put(None)
         if finished:  # every task is done: the workers are free for the next call now
             _RESERVOIR.release(threads)
+
+
+class ProcessPool:
+    """A ``ThreadPoolExecutor`` made on first use and made again in a forked child (which has
+    none of the parent's threads): for threads an object keeps for its whole life."""
+
+    def __init__(self, workers: int, thread_name_prefix: str) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, got {workers}")
+        self.workers = workers
+        self.prefix = thread_name_prefix
+        self._pool: ThreadPoolExecutor | None = None
+        self._pid = 0
+        self._lock = threading.Lock()
+
+    def get(self) -> ThreadPoolExecutor:
+        """This process's pool."""
+        with self._lock:
+            if self._pool is None or self._pid != os.getpid():  # none yet, or forked
+                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix=self.prefix)
+                self._pid = os.getpid()
+            return self._pool

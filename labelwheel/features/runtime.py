@@ -36,15 +36,14 @@ import logging
 import math
 import os
 import re
-import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from labelwheel.features.pipeline import ProcessPool
 from labelwheel.fsio import atomic_write_bytes
 
 __all__ = [
@@ -363,23 +362,15 @@ class Lanes:
             raise ValueError(f"count must be at least 1, got {count}")
         self.run = run
         self.count = int(count)
-        self._pool: ThreadPoolExecutor | None = None
-        self._pool_pid = 0
-        self._lock = threading.Lock()
-
-    def _helpers(self) -> ThreadPoolExecutor:
-        with self._lock:
-            if self._pool is None or self._pool_pid != os.getpid():  # none yet, or forked
-                self._pool = ThreadPoolExecutor(self.count - 1, thread_name_prefix="lw-onnx")
-                self._pool_pid = os.getpid()
-            return self._pool
+        self._helpers = ProcessPool(self.count - 1, "lw-onnx") if self.count > 1 else None
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         parts = min(self.count, len(batch))
         if parts <= 1:
             return self.run(batch)
         bounds = [len(batch) * k // parts for k in range(parts + 1)]
-        pool = self._helpers()
+        assert self._helpers is not None  # parts > 1 needs count > 1
+        pool = self._helpers.get()
         futures = [pool.submit(self.run, batch[bounds[k] : bounds[k + 1]]) for k in range(1, parts)]
         try:
             first = self.run(batch[bounds[0] : bounds[1]])
