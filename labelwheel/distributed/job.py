@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from labelwheel.distributed.sources import EmbedSource
-from labelwheel.features import DEFAULT_BACKBONE, DEFAULT_IMAGE_SIZE, Embedder, local_read_threads
+from labelwheel.features import DEFAULT_BACKBONE, DEFAULT_IMAGE_SIZE, Embedder
 from labelwheel.features.store import EmbeddingStore
 
 __all__ = ["BatchEmbedder", "EmbedResult", "default_actor_cpus", "run_embed"]
@@ -69,12 +69,7 @@ class BatchEmbedder:
         refs = [str(r) for r in batch["ref"]]
         if self._read is None:
             self._read = self.source.reader()
-        if self.source.local:  # decoding is the work: a chunk decoded, then its passes
-            out = self.embedder.embed_refs(
-                refs, self._read, threads=local_read_threads(), pipelined=False
-            )
-        else:
-            out = self.embedder.embed_refs(refs, self._read)
+        out = self.embedder.embed_refs(refs, self._read, local=self.source.local)
         dim = self.embedder.backbone().dim
         vectors = np.zeros((len(refs), dim), dtype=np.float32)
         for i in out.ok:

@@ -15,9 +15,9 @@ backend, the data-lead tools and the demo alike:
   With local files on a 2-core machine both stages are CPU-bound and the backbone already
   uses every core, so the overlap does not pay (0.91-0.95x the sequential rate on photos,
   0.97-1.01x on small PNGs: medians of 24 paired runs in each of four benchmark runs,
-  ``benchmarks/results/embed_throughput.md``): local reads go sequential, on
-  :func:`local_read_threads` threads (``embed_refs``'s ``threads`` and ``pipelined``); the
-  overlap pays where reads wait on a network;
+  ``benchmarks/results/embed_throughput.md``): local reads (``embed_refs(local=True)``) go
+  sequential, on :func:`local_read_threads` threads; the overlap pays where reads wait on a
+  network;
 - memory does not grow with the number of references or their resolution: each image is
   fetched, decoded (JPEGs at reduced size by Pillow's ``draft``, others reduced right after
   decoding) and shrunk to the backbone's small float32 input array by one worker thread, and
@@ -196,19 +196,29 @@ class Embedder:
         known: Mapping[str, str] | None = None,
         progress: bool = False,
         desc: str = "embedding",
+        local: bool = False,
         threads: int | None = None,
         pipelined: bool | None = None,
     ) -> Embedded:
         """Embed every reference; see the module doc. ``known`` maps references to the content
-        hashes learnt earlier (their cached vectors are used without fetching). ``threads``: the
-        threads of this call that read and decode (default ``fetch_threads``); ``pipelined``:
-        this call's path (default :attr:`pipelined`). For reads that touch only local disk or
-        memory, :func:`local_read_threads` and ``pipelined=False`` (what the ML backend uses
-        then: both stages are CPU-bound, and overlapping them measured 0.91-0.95x the rate on
-        photos, 0.97-1.01x on small PNGs)."""
+        hashes learnt earlier (their cached vectors are used without fetching).
+
+        ``local``: every read touches only local disk or memory (files, ``data:`` URIs). Then
+        decoding is the work: the call reads on at most :func:`local_read_threads` threads and
+        goes sequential (both stages are CPU-bound; overlapping them measured 0.91-0.95x the
+        rate on photos, 0.97-1.01x on small PNGs). Otherwise it reads on ``fetch_threads``
+        threads, pipelined or not as :attr:`pipelined` says. ``threads`` and ``pipelined``
+        override this call's choice."""
         if threads is not None and threads < 1:
             raise ValueError(f"threads must be at least 1, got {threads}")
-        workers = self._fetch_threads if threads is None else int(threads)
+        if threads is not None:
+            workers = int(threads)
+        elif local:
+            workers = min(self._fetch_threads, local_read_threads())
+        else:
+            workers = self._fetch_threads
+        if pipelined is None:
+            pipelined = self.pipelined and not local
         n = len(refs)
         out = Embedded([None] * n, [None] * n, [None] * n)
         known = known or {}
@@ -230,7 +240,7 @@ class Embedder:
             bar = tqdm(total=n, initial=n - len(todo), desc=desc, unit="img", file=sys.stderr)
         keep = _Keep(self.cache, self._writer.get() if todo and self.cache.dir else None)
         try:
-            if self.pipelined if pipelined is None else pipelined:
+            if pipelined:
                 self._embed_stream(refs, todo, read, out, workers, keep, bar)
             else:
                 chunk = max(1, self.batch_size)

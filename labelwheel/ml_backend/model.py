@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from labelwheel.features import Backbone, Embedded, Embedder, local_read_threads
+from labelwheel.features import Backbone, Embedded, Embedder
 from labelwheel.head import Head, NotEnoughLabels, Scaling, TrainingError, load_head, save_head
 from labelwheel.ml_backend.config import Settings
 from labelwheel.ml_backend.pool_jobs import PoolJobs
@@ -130,22 +130,17 @@ class Model:
         or more threads, only take the backbone's cores); otherwise the fetch threads read ahead
         while the backbone runs.
         """
-        return self._embed(self.embedder, refs, None)
+        return self._embed(self.embedder, refs)
 
     def embed_pool_refs(self, refs: Sequence[str | None]) -> Embedded:
         """:meth:`embed_refs` for the background pool jobs (their own fetch threads)."""
-        return self._embed(self.pool_embedder, refs, POOL_FETCH_THREADS)
+        return self._embed(self.pool_embedder, refs)
 
-    def _embed(self, embedder: Embedder, refs: Sequence[str | None], most: int | None) -> Embedded:
+    def _embed(self, embedder: Embedder, refs: Sequence[str | None]) -> Embedded:
         known = self.store.image_hashes([r for r in refs if isinstance(r, str)])
         fetcher = self.link.fetcher()
-        threads, pipelined = None, None
-        if all(fetcher.is_local(r) for r in refs if r):  # decoding is the work: no overlap
-            threads = local_read_threads() if most is None else min(most, local_read_threads())
-            pipelined = False
-        embedded = embedder.embed_refs(
-            refs, self._read, known=known, threads=threads, pipelined=pipelined
-        )
+        local = all(fetcher.is_local(r) for r in refs if r)
+        embedded = embedder.embed_refs(refs, self._read, known=known, local=local)
         if embedded.new_hashes:
             self.store.remember_image_hashes(embedded.new_hashes)
         return embedded

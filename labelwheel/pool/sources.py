@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from labelwheel.features import Embedded, Embedder, local_read_threads
+from labelwheel.features import Embedded, Embedder
 from labelwheel.media import ImageError, ImageFetcher, ImagePolicy, read_file
 from labelwheel.media.storage import task_image_ref
 from labelwheel.pool.core import Pool
@@ -71,11 +71,7 @@ def embed_refs(
     is not cached); ``local``: every read is from local disk (see :meth:`Embedder.embed_refs`)."""
     embedder = Embedder(backbone, image_size, batch_size, cache_root=cache_dir)
     try:
-        if local:
-            return embedder.embed_refs(
-                list(refs), read, progress=progress, threads=local_read_threads(), pipelined=False
-            )
-        return embedder.embed_refs(list(refs), read, progress=progress)
+        return embedder.embed_refs(list(refs), read, progress=progress, local=local)
     finally:
         embedder.close()
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from labelwheel.features import Embedder
+from labelwheel.features import Embedder, local_read_threads
 
 SIZE = 64
 
@@ -95,5 +95,10 @@ def test_a_call_reads_on_at_most_the_threads_it_is_given() -> None:
         out = emb.embed_refs(refs, read, threads=threads, pipelined=pipelined)
         assert out.ok == list(range(24))
         assert read.most == len(read.threads) == (threads or 8)  # all of them, no more
+    # local reads: at most local_read_threads() of them (and never more than fetch_threads)
+    read = _Readers()
+    out = emb.embed_refs([str(5000 + i) for i in range(24)], read, local=True)
+    assert out.ok == list(range(24))
+    assert read.most == len(read.threads) == min(8, local_read_threads())
     with pytest.raises(ValueError, match="threads must be at least 1"):
         emb.embed_refs(["x"], _Readers(), threads=0)
