@@ -57,6 +57,7 @@ import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
@@ -132,46 +133,46 @@ class ImageFetcher:
 
     def fetch_bytes(self, ref: str) -> bytes:
         """The bytes behind ``ref`` (see the module doc for what is allowed); raises ImageError."""
-        if not isinstance(ref, str) or not ref.strip():
-            raise ImageError("no image reference")
-        ref = ref.strip()
-        if ref[:5].lower() == "data:":
-            return self._data_uri(ref)
-        scheme = _SCHEME.match(ref)
-        if scheme is not None:
-            if scheme.group(1).lower() not in ("http", "https"):
-                raise ImageError("unsupported URL scheme", scheme.group(1).lower()[:20])
-            url = parse_http_url(ref)
-            if self._is_ls(url) and self._ls_relative(url).rstrip("/") == _LOCAL_FILES_PATH:
-                return self._local_file(url.query or "")
-            return self._http(url)
-        if ref.startswith("//"):
-            raise ImageError("unsupported URL", "scheme-relative URLs are not fetched")
-        parts = urllib.parse.urlsplit(ref)
-        if "/" + parts.path.lstrip("/").rstrip("/") == _LOCAL_FILES_PATH:
-            return self._local_file(parts.query)
-        return self._http(self._ls_join(ref))
+        kind, where = self._route(ref)
+        if kind == "data":
+            return self._data_uri(where)
+        if kind == "local":
+            return self._local_file(where)
+        return self._http(where)
 
     def is_local(self, ref: object) -> bool:
         """True when :meth:`fetch_bytes` reads ``ref`` without a network: a ``data:`` URI or a
         Label Studio local-files URL (relative, or on Label Studio's origin) while a local files
         root is set. Such reads are CPU-bound (decoding), so they need no more threads than
         cores. Anything else, and anything malformed, is False."""
-        if not isinstance(ref, str):
-            return False
-        ref = ref.strip()
-        if ref[:5].lower() == "data:":
-            return True
-        if self.policy.local_files_root is None or ref.startswith("//"):
-            return False
         try:
-            if _SCHEME.match(ref) is not None:
-                url = parse_http_url(ref)
-                return self._is_ls(url) and self._ls_relative(url).rstrip("/") == _LOCAL_FILES_PATH
-            path = urllib.parse.urlsplit(ref).path
+            kind, _ = self._route(ref)
         except (ImageError, ValueError):
             return False
-        return "/" + path.lstrip("/").rstrip("/") == _LOCAL_FILES_PATH
+        return kind == "data" or (kind == "local" and self.policy.local_files_root is not None)
+
+    def _route(self, ref: object) -> tuple[str, Any]:
+        """How ``ref`` is read: ``("data", the URI)``, ``("local", the local-files query)`` or
+        ``("http", the parsed URL)``; raises ImageError for what is never fetched."""
+        if not isinstance(ref, str) or not ref.strip():
+            raise ImageError("no image reference")
+        ref = ref.strip()
+        if ref[:5].lower() == "data:":
+            return "data", ref
+        scheme = _SCHEME.match(ref)
+        if scheme is not None:
+            if scheme.group(1).lower() not in ("http", "https"):
+                raise ImageError("unsupported URL scheme", scheme.group(1).lower()[:20])
+            url = parse_http_url(ref)
+            if self._is_ls(url) and self._ls_relative(url).rstrip("/") == _LOCAL_FILES_PATH:
+                return "local", url.query or ""
+            return "http", url
+        if ref.startswith("//"):
+            raise ImageError("unsupported URL", "scheme-relative URLs are not fetched")
+        parts = urllib.parse.urlsplit(ref)
+        if "/" + parts.path.lstrip("/").rstrip("/") == _LOCAL_FILES_PATH:
+            return "local", parts.query
+        return "http", self._ls_join(ref)
 
     def load(self, ref: str) -> Image.Image:
         """Fetch and safely decode ``ref`` into an RGB image; raises ImageError."""
