@@ -115,6 +115,19 @@ def small_pngs(directory: Path, count: int, seed: int) -> list[Path]:
     return paths
 
 
+def _pairs_summary(ratios: dict[str, list[float]]) -> dict[str, Any]:
+    """Per image set: how many paired runs, their median ratio and quartiles."""
+    return {
+        s: {
+            "pairs": len(v),
+            "median": round(float(np.median(v)), 3),
+            "quartiles": [round(float(q), 3) for q in np.percentile(v, [25, 75])],
+        }
+        for s, v in ratios.items()
+        if v
+    }
+
+
 def _cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -388,24 +401,8 @@ def main() -> None:
     tmp.cleanup()
     result = summarise(args, bare, e2e, cpu, loads, pass_size, SIZE)
     result["local_read_threads"] = local_read_threads()
-    result["local_threads_vs_8_pairs"] = {
-        s: {
-            "pairs": len(v),
-            "median": round(float(np.median(v)), 3),
-            "quartiles": [round(float(q), 3) for q in np.percentile(v, [25, 75])],
-        }
-        for s, v in thread_pairs.items()
-        if v
-    }
-    result["pipelined_vs_sequential_pairs"] = {
-        s: {
-            "pairs": len(v),
-            "median": round(float(np.median(v)), 3),
-            "quartiles": [round(float(q), 3) for q in np.percentile(v, [25, 75])],
-        }
-        for s, v in pairs.items()
-        if v
-    }
+    result["local_threads_vs_8_pairs"] = _pairs_summary(thread_pairs)
+    result["pipelined_vs_sequential_pairs"] = _pairs_summary(pairs)
     result.update(
         {
             "torch_threads": torch_threads,
