@@ -79,13 +79,23 @@ class ModelDirLock:
             os.close(fd)
 
 
+HOLDER_WAIT_S = 1.0
+"""How long a process that lost the lock waits for the holder to write its pid: the holder
+writes it right after taking the lock, and on a loaded machine the loser can read in between."""
+
+
 def _read_holder(fd: int) -> str:
-    try:
-        text = os.pread(fd, 64, 0).decode("ascii", "replace").split()
-    except OSError:
-        return ""
-    if not text or not text[0].isdigit():
-        return ""
+    deadline = time.monotonic() + HOLDER_WAIT_S
+    while True:
+        try:
+            text = os.pread(fd, 64, 0).decode("ascii", "replace").split()
+        except OSError:
+            return ""
+        if text and text[0].isdigit():
+            break
+        if time.monotonic() >= deadline:
+            return ""
+        time.sleep(0.01)
     since = ""
     if len(text) > 1 and text[1].isdigit():
         since = ", since " + time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(int(text[1])))

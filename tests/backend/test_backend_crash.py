@@ -144,6 +144,28 @@ def test_one_process_per_model_dir(tmp_path: Path) -> None:
     again.stop()
 
 
+def test_the_loser_names_a_holder_that_has_not_written_its_pid_yet(tmp_path: Path) -> None:
+    """The holder writes its pid just after taking the lock; a process that loses the race in
+    between waits for it (under load, gunicorn's second worker read an empty file)."""
+    import fcntl
+    import os
+    import threading
+
+    from labelwheel.ml_backend.dirlock import LOCK_NAME, ModelDirLock
+
+    tmp_path.mkdir(exist_ok=True)
+    fd = os.open(tmp_path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held, pid not written yet
+        writer = threading.Timer(0.2, lambda: os.pwrite(fd, b"4242 1700000000\n", 0))
+        writer.start()
+        with pytest.raises(ModelDirInUse, match=r"process \(pid 4242, since "):
+            ModelDirLock(tmp_path).acquire()
+        writer.join()
+    finally:
+        os.close(fd)
+
+
 def test_gunicorn_two_workers_one_boots_the_other_fails(tmp_path: Path) -> None:
     """With a free MODEL_DIR, ``gunicorn -w 2``: one worker takes the lock, the other fails to
     boot with the clear message, and gunicorn stops (it does not serve half-configured)."""
