@@ -23,7 +23,7 @@ fetch has no business anywhere else on Label Studio (its pages answer a login re
 anyway), and refusing keeps "which paths get the token" one simple rule. Allow-listed hosts
 never get credentials.
 
-URLs are parsed once, strictly (:func:`labelwheel.media.transport.parse_http_url`: no backslashes,
+URLs are parsed once, strictly (:func:`labelwheel.media.urls.parse_http_url`: no backslashes,
 userinfo, control characters or anything two URL parsers read differently) and the checked URL is
 exactly what is connected to and sent.
 
@@ -43,6 +43,11 @@ off at the deadline. At most ``max_per_host`` fetches run at once against one ho
 for a slot, within their deadline), so a slow host holds a bounded number of connections and
 fetches to other hosts never queue behind it. Downloads stop past ``max_bytes``. Every failure is an
 :class:`~labelwheel.media.errors.ImageError` with a short ``reason`` that can be logged.
+
+Connections are kept alive (:mod:`labelwheel.media.keepalive`): a fetch reuses an idle connection
+to the same origin (at most ``max_per_host`` kept per origin), so fetching many images from Label
+Studio or a storage host costs one TCP connection and TLS handshake per concurrent fetch, not one
+per image. Credentials are per request, never per connection.
 """
 
 from __future__ import annotations
@@ -63,7 +68,9 @@ from PIL import Image
 
 from labelwheel.media.decode import decode_image
 from labelwheel.media.errors import ImageError
-from labelwheel.media.transport import Deadline, HttpURL, http_get, join_url, parse_http_url
+from labelwheel.media.keepalive import ConnectionPool
+from labelwheel.media.transport import Deadline, http_get
+from labelwheel.media.urls import HttpURL, join_url, parse_http_url
 
 __all__ = ["ImageFetcher", "ImagePolicy"]
 
@@ -127,9 +134,15 @@ class ImageFetcher:
         self._allowed = frozenset(h.strip().lower() for h in policy.allowed_hosts if h.strip())
         self._slots: dict[str, threading.BoundedSemaphore] = {}
         self._slots_lock = threading.Lock()
+        self._connections = ConnectionPool(policy.max_per_host)
         self._root: tuple[Path, str] | None = None  # the local files root, and resolved
 
     # -- public -----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the kept-alive connections. Fetches still running finish, on connections closed
+        after them; the fetcher can still fetch (without keeping connections)."""
+        self._connections.close()
 
     def fetch_bytes(self, ref: str) -> bytes:
         """The bytes behind ``ref`` (see the module doc for what is allowed); raises ImageError."""
@@ -328,7 +341,7 @@ class ImageFetcher:
             if not slot.acquire(timeout=max(0.0, deadline.remaining())):
                 raise ImageError("timeout", f"all connections to {url.host} busy")
             try:
-                reply = http_get(url, headers, deadline, self.policy.max_bytes)
+                reply = http_get(url, headers, deadline, self.policy.max_bytes, self._connections)
             finally:
                 slot.release()
             if reply.location is None:

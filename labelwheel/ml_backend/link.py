@@ -26,7 +26,7 @@ def _setup_hostname(hostname: str | None) -> str | None:
     if not isinstance(hostname, str) or not hostname.strip():
         return None
     from labelwheel.media import ImageError
-    from labelwheel.media.transport import parse_http_url
+    from labelwheel.media.urls import parse_http_url
 
     text = hostname.strip().rstrip("/")
     try:
@@ -111,6 +111,9 @@ class LabelStudioLink:
         with self._lock:
             if self._fetcher is None or self._fetcher_key != key:
                 from labelwheel.media import ImageFetcher, ImagePolicy
+
+                if self._fetcher is not None:  # its kept-alive connections are of no more use
+                    self._fetcher.close()
 
                 s = self.settings
                 policy = ImagePolicy(

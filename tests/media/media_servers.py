@@ -3,7 +3,9 @@
 - :class:`Recorder`: a threading HTTP server on a chosen loopback address that records every
   request (method, raw request target, headers) and answers from a route table;
 - :class:`Trickler`: a raw TCP server that answers every connection by trickling bytes (status
-  line, then one header byte every ``interval`` seconds, forever) and counts connections.
+  line, then one header byte every ``interval`` seconds, forever) and counts connections;
+- :class:`KeepAlive`: an HTTP/1.1 server that keeps connections open, counts connections and
+  requests, and can close or stall a kept connection the way real servers do.
 
 Linux routes all of 127.0.0.0/8 to the loopback interface, so ``127.0.0.2`` is a second host.
 """
@@ -16,6 +18,7 @@ import socket
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from PIL import Image
 
@@ -137,6 +140,126 @@ class Trickler:
             with self.lock:
                 self.active -= 1
             conn.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self.sock.close()
+
+
+class KeepAlive:
+    """An HTTP/1.1 server on raw sockets that keeps connections open between requests, counts
+    connections and requests, and can misbehave the way real servers do:
+
+    - ``drop_after``: on each connection, after that many answers, read the next request and
+      close without answering (a server closing an idle connection just as a request arrives);
+    - ``idle_close``: close a connection after that many idle seconds (a keep-alive timeout);
+    - ``stall_after``: on each connection, after that many answers, read the next request and
+      never answer.
+
+    ``routes`` maps a path (without the query) to (status, headers, body); others are 404. A
+    route's ``Connection: close`` header closes the connection after the answer.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        *,
+        drop_after: int | None = None,
+        idle_close: float | None = None,
+        stall_after: int | None = None,
+        tls: Any = None,
+    ) -> None:
+        self.routes: dict[str, Route] = {}
+        self.drop_after = drop_after
+        self.idle_close = idle_close
+        self.stall_after = stall_after
+        self.tls = tls
+        self.lock = threading.Lock()
+        self.connections = 0
+        self.requests: list[tuple[int, str, dict[str, str]]] = []  # (connection, target, headers)
+        self.open_now = 0
+        self._stop = threading.Event()
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((host, 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.url = f"{'https' if tls else 'http'}://{host}:{self.port}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _addr = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _read_request(self, conn: socket.socket, buf: bytearray) -> tuple[str, dict[str, str]]:
+        while b"\r\n\r\n" not in buf:
+            chunk = conn.recv(65536)
+            if not chunk:
+                raise EOFError
+            buf += chunk
+        head, _, rest = bytes(buf).partition(b"\r\n\r\n")
+        buf[:] = rest
+        lines = head.decode("latin-1").split("\r\n")
+        target = lines[0].split(" ")[1]
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        return target, headers
+
+    def _serve(self, raw: socket.socket) -> None:
+        with self.lock:
+            self.connections += 1
+            number = self.connections
+            self.open_now += 1
+        conn = raw
+        try:
+            if self.tls is not None:
+                conn = self.tls.wrap_socket(raw, server_side=True)
+            answered = 0
+            buf = bytearray()
+            while not self._stop.is_set():
+                if self.idle_close is not None and not buf:
+                    readable, _w, _x = select.select([conn], [], [], self.idle_close)
+                    if not readable:
+                        return  # idle too long: close
+                target, headers = self._read_request(conn, buf)
+                with self.lock:
+                    self.requests.append((number, target, headers))
+                if self.drop_after is not None and answered >= self.drop_after:
+                    return
+                if self.stall_after is not None and answered >= self.stall_after:
+                    self._stop.wait()
+                    return
+                status, extra, body = self.routes.get(
+                    target.partition("?")[0], (404, {}, b"not found")
+                )
+                lines = [f"HTTP/1.1 {status} X"]
+                if "Content-Length" not in extra:  # a route may announce a wrong length
+                    lines.append(f"Content-Length: {len(body)}")
+                lines += [f"{k}: {v}" for k, v in extra.items()]
+                conn.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+                answered += 1
+                if extra.get("Connection", "").lower() == "close":
+                    return
+        except (OSError, EOFError, ValueError):
+            pass
+        finally:
+            with self.lock:
+                self.open_now -= 1
+            conn.close()
+
+    def per_connection(self) -> list[int]:
+        """Requests each connection carried, in connection order."""
+        with self.lock:
+            counts = [0] * self.connections
+            for number, _target, _headers in self.requests:
+                counts[number - 1] += 1
+            return counts
 
     def close(self) -> None:
         self._stop.set()

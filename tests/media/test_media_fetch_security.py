@@ -12,7 +12,7 @@ import pytest
 from media_servers import TOKEN, Recorder, png_bytes
 
 from labelwheel.media import ImageError, ImageFetcher, ImagePolicy
-from labelwheel.media.transport import parse_http_url
+from labelwheel.media.urls import parse_http_url
 
 PNG = png_bytes()
 FILEURI = base64.urlsafe_b64encode(b"s3://bucket/cats/1.png").decode()

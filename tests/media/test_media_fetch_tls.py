@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from media_servers import TOKEN, png_bytes
+from media_servers import TOKEN, KeepAlive, png_bytes
 
 from labelwheel.media import ImageError, ImageFetcher, ImagePolicy, transport
 
@@ -102,3 +102,21 @@ def test_a_stalled_tls_handshake_ends_at_the_deadline() -> None:
         with pytest.raises(ImageError, match="timeout"):
             fetcher(timeout=1.0).fetch_bytes(f"https://127.0.0.2:{port}/a.png")
         assert time.monotonic() - started < 1.0 + 1.0
+
+
+def test_many_images_over_one_tls_handshake(
+    cert: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(cert[1]), str(cert[0]))
+    server = KeepAlive("127.0.0.2", tls=ctx)
+    pngs = [png_bytes((i, 0, 0)) for i in range(10)]
+    for i, png in enumerate(pngs):
+        server.routes[f"/{i}.png"] = (200, {}, png)
+    monkeypatch.setattr(transport, "_TLS", ssl.create_default_context(cafile=str(cert[1])))
+    try:
+        f = fetcher()
+        assert [f.fetch_bytes(f"{server.url}/{i}.png") for i in range(10)] == pngs
+        assert server.per_connection() == [10]  # one connection, so one handshake
+    finally:
+        server.close()
