@@ -281,10 +281,9 @@ class Embedder:
 
         def flush() -> None:
             nonlocal taken
-            vectors = self.forward(np.stack(batch))
+            vectors = keep(batch_shas, self.forward(np.stack(batch)))
             batch.clear()
             for sha, vec in zip(batch_shas, vectors, strict=True):
-                vec = keep(sha, vec)
                 done[sha] = vec
                 for i in waiting.pop(sha):
                     out.vectors[i] = vec
@@ -374,9 +373,8 @@ class Embedder:
         step = self.forward_batch
         for start in range(0, len(order), step):
             part = order[start : start + step]
-            vectors = self.forward(np.stack([inputs.pop(sha) for sha in part]))
+            vectors = keep(part, self.forward(np.stack([inputs.pop(sha) for sha in part])))
             for sha, vec in zip(part, vectors, strict=True):
-                vec = keep(sha, vec)
                 for i in waiting[sha]:
                     out.vectors[i] = vec
 
@@ -406,20 +404,26 @@ class Embedder:
 class _Keep:
     """A call's new embeddings: kept in the cache's memory at once, their files written by the
     embedder's writer thread while the call's next passes run (not between them, with a core
-    idle), and waited for when the call ends (:meth:`wait`)."""
+    idle), one job per pass, and waited for when the call ends (:meth:`wait`)."""
 
     def __init__(self, cache: EmbeddingCache, writer: ThreadPoolExecutor | None) -> None:
         self.cache = cache
         self.writer = writer
         self.writes: list[Future[None]] = []
 
-    def __call__(self, sha: str, vec: np.ndarray) -> np.ndarray:
-        vec = self.cache.remember(sha, vec)
+    def __call__(self, shas: Sequence[str], vectors: np.ndarray) -> list[np.ndarray]:
+        """Keep a pass's vectors (by content hash); returns them as the cache holds them."""
+        kept = [self.cache.remember(sha, vec) for sha, vec in zip(shas, vectors, strict=True)]
+        pairs = list(zip(shas, kept, strict=True))
         if self.writer is None:
-            self.cache.write(sha, vec)
+            self._write(pairs)
         else:
-            self.writes.append(self.writer.submit(self.cache.write, sha, vec))
-        return vec
+            self.writes.append(self.writer.submit(self._write, pairs))
+        return kept
+
+    def _write(self, pairs: list[tuple[str, np.ndarray]]) -> None:
+        for sha, vec in pairs:
+            self.cache.write(sha, vec)
 
     def wait(self) -> None:
         for write in self.writes:
