@@ -194,24 +194,35 @@ class Store(EventLog, TrainingState, ControlSlices, ImageRefs):
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            # check_same_thread=False only so that connections of finished threads can be
-            # closed from here; each connection is used by its own thread alone.
-            conn = sqlite3.connect(
-                self.path, timeout=30.0, isolation_level=None, check_same_thread=False
-            )
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA busy_timeout=30000")
+            with self._lock:
+                # A thread-per-request server makes a thread per request: the connection of a
+                # thread that has finished goes to this one (opening one costs ~0.5 ms), or is
+                # closed when another took it already.
+                for ident, (thread, old) in list(self._connections.items()):
+                    if thread.is_alive():
+                        continue
+                    del self._connections[ident]
+                    if conn is None and not old.in_transaction:
+                        conn = old
+                    else:
+                        old.close()
+            if conn is None:
+                conn = self._open()
             self._local.conn = conn
             with self._lock:
-                # a thread-per-request server makes a thread per request: close the
-                # connections of threads that have finished
-                for ident, (thread, old) in list(self._connections.items()):
-                    if not thread.is_alive():
-                        old.close()
-                        del self._connections[ident]
                 self._connections[threading.get_ident()] = (threading.current_thread(), conn)
+        return conn
+
+    def _open(self) -> sqlite3.Connection:
+        # check_same_thread=False so that a connection can pass from a finished thread to a new
+        # one and be closed from here; each is used by one thread at a time.
+        conn = sqlite3.connect(
+            self.path, timeout=30.0, isolation_level=None, check_same_thread=False
+        )
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA busy_timeout=30000")
         return conn
 
     @contextmanager

@@ -6,6 +6,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from labelwheel.fsio import atomic_write_bytes
 from labelwheel.ml_backend.store import Store
 
@@ -67,6 +69,47 @@ def test_connections_of_finished_threads_are_closed(tmp_path: Path) -> None:
         t.join()
     store.get_project(1)
     assert len(store._connections) <= 2
+
+
+def test_a_finished_threads_connection_serves_the_next_thread(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    used: list[Any] = []  # the connections themselves (an id could be reused once freed)
+
+    def request(project_id: int) -> None:
+        store.upsert_project(project_id, label_config=f"<View>{project_id}</View>")
+        assert store.get_project(project_id)["label_config"] == f"<View>{project_id}</View>"
+        used.append(store._conn())
+
+    for i in range(10):  # like a thread-per-request server, one request at a time
+        t = threading.Thread(target=request, args=(i + 1,))
+        t.start()
+        t.join()
+    assert all(c is used[0] for c in used)  # one connection, passed from thread to thread
+    assert [store.get_project(i + 1)["id"] for i in range(10)] == list(range(1, 11))
+
+
+def test_a_connection_left_in_a_transaction_is_not_passed_on(tmp_path: Path) -> None:
+    import sqlite3
+
+    store = Store(tmp_path)
+    left: list[sqlite3.Connection] = []
+
+    def dies_mid_transaction() -> None:
+        conn = store._conn()
+        conn.execute("BEGIN IMMEDIATE")  # and the thread ends without COMMIT or ROLLBACK
+        left.append(conn)
+
+    t = threading.Thread(target=dies_mid_transaction)
+    t.start()
+    t.join()
+    got: list[sqlite3.Connection] = []
+    t = threading.Thread(target=lambda: (store.upsert_project(7), got.append(store._conn())))
+    t.start()
+    t.join()
+    assert got and got[0] is not left[0]  # a fresh connection ...
+    with pytest.raises(sqlite3.ProgrammingError):  # ... and the other one closed (lock released)
+        left[0].execute("SELECT 1")
+    assert store.get_project(7) is not None
 
 
 def test_atomic_write_replaces_whole_files(tmp_path: Path) -> None:
