@@ -1,5 +1,6 @@
 """``labelwheel plan | forecast | coverage | audit``: the data lead's commands (``report`` is
-:mod:`labelwheel.lead.cli_report`; it shares the options and helpers here).
+:mod:`labelwheel.lead.cli_report`; the options and helpers they share are
+:mod:`labelwheel.lead.cli_common`).
 
 Each works on a Label Studio project (``--project ID`` with ``--url``/``--api-key`` or the env
 variables ``LABEL_STUDIO_URL``/``LABEL_STUDIO_API_KEY``; a legacy token or a personal access token)
@@ -9,219 +10,28 @@ scripts; otherwise tables for people. Errors are one clear line on stderr and ex
 
 from __future__ import annotations
 
-import functools
-import json
 import math
-import os
-import sys
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
-from labelwheel.cli_options import backbone_options, label_studio_options
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-@dataclass
-class Loaded:
-    """A pool with the connections it came from."""
-
-    pool: Any
-    client: Any
-    store: Any
-
-
-def _source_options(func: F) -> F:
-    options = [
-        click.option("--project", "project_id", type=int, help="Label Studio project id."),
-        click.option(
-            "--images",
-            "images_dir",
-            type=click.Path(path_type=Path),
-            help="Work offline on a folder of images (labels from sub-folders or labels.csv).",
-        ),
-        label_studio_options,
-        click.option(
-            "--model-dir",
-            envvar="MODEL_DIR",
-            show_envvar=True,
-            type=click.Path(path_type=Path),
-            help="The ML backend's state dir: model versions, acceptance, embedding cache.",
-        ),
-        click.option(
-            "--cache-dir",
-            type=click.Path(path_type=Path),
-            help="Embedding cache (default: MODEL_DIR, else LABELWHEEL_CACHE_DIR, else "
-            "~/.cache/labelwheel).",
-        ),
-        backbone_options,
-        click.option("--seed", type=int, default=0, show_default=True, help="Random seed."),
-        click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts."),
-        click.option("--quiet", "-q", is_flag=True, help="No progress bars."),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
-
-
-def _fail(message: str) -> click.ClickException:
-    return click.ClickException(message)
-
-
-def _friendly_errors(func: F) -> F:
-    """Turn expected failures into one-line messages with exit status 1 (no tracebacks)."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        import requests
-
-        try:
-            return func(*args, **kwargs)
-        except click.ClickException:
-            raise
-        except ValueError as exc:  # bad input, unsupported config, unknown project, ...
-            raise _fail(str(exc)) from None
-        except requests.ConnectionError as exc:
-            raise _fail(f"cannot reach Label Studio: {_short(exc)}") from None
-        except requests.Timeout as exc:
-            raise _fail(f"Label Studio did not answer in time: {_short(exc)}") from None
-        except RuntimeError as exc:
-            if type(exc).__name__ == "LabelStudioError":
-                raise _fail(str(exc)) from None
-            raise
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _short(exc: BaseException, n: int = 200) -> str:
-    text = str(exc)
-    return text if len(text) <= n else text[: n - 1] + "…"
-
-
-def _client(url: str | None, api_key: str | None) -> Any:
-    if not url:
-        raise _fail("no Label Studio URL: pass --url or set LABEL_STUDIO_URL")
-    if not api_key:
-        raise _fail("no Label Studio API key: pass --api-key or set LABEL_STUDIO_API_KEY")
-    from labelwheel.ls_api import LabelStudioClient
-
-    return LabelStudioClient(url, api_key)
-
-
-def _load(
-    kw: dict[str, Any],
-    *,
-    labeled_only: bool = False,
-    need_project: bool = False,
-    keep: Callable[[dict[str, Any]], bool] | None = None,
-) -> Loaded:
-    """The pool of ``--project`` or ``--images``. ``keep``: of a project, embed only the tasks
-    it keeps (``pool.tasks`` still holds them all)."""
-    from labelwheel.lead.sources import open_store
-    from labelwheel.pool import default_cache_dir, load_folder_pool, load_project_pool
-
-    project_id, images_dir = kw["project_id"], kw["images_dir"]
-    if (project_id is None) == (images_dir is None):
-        raise _fail("give exactly one of --project ID or --images DIR")
-    if need_project and project_id is None:
-        raise _fail("this needs a Label Studio project (--project ID), not --images")
-    cache_dir = kw["cache_dir"] or kw["model_dir"] or default_cache_dir()
-    progress = not kw["quiet"] and not kw["as_json"] and sys.stderr.isatty()
-    progress = progress or bool(os.environ.get("LABELWHEEL_PROGRESS"))
-    common = {
-        "backbone": kw["backbone"],
-        "image_size": kw["image_size"],
-        "cache_dir": cache_dir,
-        "progress": progress and not kw["quiet"],
-    }
-    if images_dir is not None:
-        return Loaded(load_folder_pool(images_dir, **common), None, None)
-    client = _client(kw["url"], kw["api_key"])
-    if keep is None:
-        pool = load_project_pool(client, project_id, labeled_only=labeled_only, **common)
-        return Loaded(pool, client, open_store(kw["model_dir"]))
-    all_tasks = list(client.iter_tasks(project_id, fields="all"))
-    kept = [t for t in all_tasks if keep(t)]
-    if all_tasks and not kept:
-        raise _fail(f"project {project_id} has no labelled tasks yet")
-    pool = load_project_pool(client, project_id, tasks=kept or all_tasks, **common)
-    pool.tasks = all_tasks
-    return Loaded(pool, client, open_store(kw["model_dir"]))
-
-
-def _emit_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, default=_json_default, allow_nan=False))
-
-
-def _json_default(obj: Any) -> Any:
-    import numpy as np
-
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.floating):
-        return float(obj)
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    cells = [[_cell(v) for v in row] for row in rows]
-    widths = [len(h) for h in headers]
-    for row in cells:
-        for i, v in enumerate(row):
-            widths[i] = max(widths[i], len(v))
-    numeric = [
-        all(_is_number(row[i]) for row in rows if row[i] is not None) for i in range(len(headers))
-    ]
-
-    def fmt(vals: Sequence[str]) -> str:
-        parts = [
-            v.rjust(widths[i]) if numeric[i] else v.ljust(widths[i]) for i, v in enumerate(vals)
-        ]
-        return "  ".join(parts).rstrip()
-
-    lines = [fmt(list(headers)), "  ".join("-" * w for w in widths)]
-    lines += [fmt(row) for row in cells]
-    return "\n".join(lines)
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
-
-
-def _cell(v: Any) -> str:
-    if v is None:
-        return "–"
-    if isinstance(v, float):
-        return f"{v:.3f}" if abs(v) < 1000 else f"{v:,.0f}"
-    if isinstance(v, int) and not isinstance(v, bool):
-        return f"{v:,}" if abs(v) >= 10000 else str(v)
-    return str(v)
-
-
-def _money(x: float | None) -> str:
-    return "–" if x is None else f"{x:,.2f}"
-
-
-def _skipped_note(pool: Any) -> None:
-    if pool.skipped:
-        click.echo(
-            f"warning: {len(pool.skipped)} item(s) skipped (unreadable image), e.g. "
-            f"{pool.skipped[0][0]}: {pool.skipped[0][1]}",
-            err=True,
-        )
-
+from labelwheel.lead.cli_common import (
+    emit_json,
+    fail,
+    format_table,
+    friendly_errors,
+    load_source,
+    money,
+    skipped_note,
+    source_options,
+)
 
 # ------------------------------------------------------------------------------------- plan
 
 
 @click.command("plan")
-@_source_options
+@source_options
 @click.option(
     "--budget", type=int, required=True, help="How many tasks to label next (≤ unlabelled pool)."
 )
@@ -230,7 +40,7 @@ def _skipped_note(pool: Any) -> None:
 )
 @click.option("--cost-per-label", type=float, help="Price of one label, for the cost column.")
 @click.option("--dry-run", is_flag=True, help="Only print the plan; do not write the view.")
-@_friendly_errors
+@friendly_errors
 def plan_command(
     budget: int, strategy: str | None, cost_per_label: float | None, dry_run: bool, **kw: Any
 ) -> None:
@@ -243,20 +53,20 @@ def plan_command(
     from labelwheel.lead.plan import make_plan, write_plan_view
 
     if budget < 1:
-        raise _fail(f"--budget must be at least 1, got {budget}")
+        raise fail(f"--budget must be at least 1, got {budget}")
     if cost_per_label is not None and (cost_per_label < 0 or not math.isfinite(cost_per_label)):
-        raise _fail("--cost-per-label must be a non-negative number")
+        raise fail("--cost-per-label must be a non-negative number")
     if strategy is not None:
         from labelwheel import selectors
 
         if strategy not in selectors.STRATEGIES:
-            raise _fail(
+            raise fail(
                 f"unknown strategy {strategy!r}; use one of "
                 + ", ".join(sorted(selectors.STRATEGIES))
             )
-    loaded = _load(kw)
+    loaded = load_source(kw)
     pool = loaded.pool
-    _skipped_note(pool)
+    skipped_note(pool)
     plan = make_plan(
         pool, budget, strategy=strategy, cost_per_label=cost_per_label, seed=kw["seed"]
     )
@@ -267,7 +77,7 @@ def plan_command(
         out = plan.to_dict()
         out["view"] = {"id": view.get("id"), "title": plan.view_title} if view else None
         out["source"] = pool.source
-        _emit_json(out)
+        emit_json(out)
         return
     click.echo(
         f"{pool.source}: {plan.unlabeled} unlabelled of {plan.pool_size}; strategy {plan.strategy}"
@@ -281,15 +91,15 @@ def plan_command(
             p.reason,
             round(p.bits, 3),
             f"{p.predicted} ({p.confidence:.2f})" if p.predicted is not None else None,
-            _money(p.cost) if p.cost is not None else None,
+            money(p.cost) if p.cost is not None else None,
         ]
         for p in plan.picks
     ]
     head = ["#", "task" if pool.project_id is not None else "image", "why", "bits", "model says"]
-    click.echo(_table([*head, "cost"], rows))
+    click.echo(format_table([*head, "cost"], rows))
     total = f"total: {plan.budget} labels, {plan.total_bits:.1f} bits"
     if plan.total_cost is not None:
-        total += f", expected cost {_money(plan.total_cost)}"
+        total += f", expected cost {money(plan.total_cost)}"
     click.echo(total)
     if view is not None:
         click.echo(
@@ -303,7 +113,7 @@ def plan_command(
 
 
 @click.command("forecast")
-@_source_options
+@source_options
 @click.option("--target", type=float, required=True, help="Target accuracy, e.g. 0.95.")
 @click.option(
     "--history",
@@ -314,17 +124,17 @@ def plan_command(
     "on the labels present (auto: versions if there are enough).",
 )
 @click.option("--plot", type=click.Path(path_type=Path), help="Write the learning curve as PNG.")
-@_friendly_errors
+@friendly_errors
 def forecast_command(target: float, history: str, plot: Path | None, **kw: Any) -> None:
     """How many more labels reach --target accuracy (fits acc(n) = a − b·n^(−c))."""
     from labelwheel.lead.forecast import forecast_labels, render_forecast_png
     from labelwheel.lead.sources import accuracy_history
 
     if not 0.0 < target < 1.0:
-        raise _fail(f"--target must be an accuracy between 0 and 1 (e.g. 0.95), got {target}")
-    loaded = _load(kw, labeled_only=True)
+        raise fail(f"--target must be an accuracy between 0 and 1 (e.g. 0.95), got {target}")
+    loaded = load_source(kw, labeled_only=True)
     pool = loaded.pool
-    _skipped_note(pool)
+    skipped_note(pool)
     points, kind = accuracy_history(pool, loaded.store, prefer=history, seed=kw["seed"])
     fc = forecast_labels(points, target, current_labels=pool.n_labeled, seed=kw["seed"])
     if plot is not None:
@@ -333,13 +143,13 @@ def forecast_command(target: float, history: str, plot: Path | None, **kw: Any) 
         out = fc.to_dict()
         out["history"] = kind
         out["source"] = pool.source
-        _emit_json(out)
+        emit_json(out)
         return
     label = "model versions" if kind == "versions" else "cross-validated learning curve"
     click.echo(f"{pool.source}: {pool.n_labeled} labels; history from {label}")
     if points:
         click.echo(
-            _table(
+            format_table(
                 ["labels", "accuracy", "from"],
                 [[p.n_labels, p.accuracy, p.source] for p in fc.points],
             )
@@ -355,7 +165,7 @@ def forecast_command(target: float, history: str, plot: Path | None, **kw: Any) 
 
 
 @click.command("coverage")
-@_source_options
+@source_options
 @click.option("--out", type=click.Path(path_type=Path), help="Write the 2-D map as PNG.")
 @click.option("--clusters", type=click.IntRange(1, 500), help="k-means clusters (default ~√(n/2)).")
 @click.option(
@@ -365,14 +175,14 @@ def forecast_command(target: float, history: str, plot: Path | None, **kw: Any) 
     show_default=True,
     help="2-D projection (auto: UMAP if installed, else t-SNE, PCA above 5,000 items).",
 )
-@_friendly_errors
+@friendly_errors
 def coverage_command(out: Path | None, clusters: int | None, projection: str, **kw: Any) -> None:
     """Map the pool: clusters without labels (holes), near-duplicates, anomalies."""
     from labelwheel.lead.coverage import analyse_coverage, render_coverage_png
 
-    loaded = _load(kw)
+    loaded = load_source(kw)
     pool = loaded.pool
-    _skipped_note(pool)
+    skipped_note(pool)
     cov = analyse_coverage(
         pool, n_clusters=clusters, projection=projection, seed=kw["seed"], with_map=out is not None
     )
@@ -382,7 +192,7 @@ def coverage_command(out: Path | None, clusters: int | None, projection: str, **
         data = cov.to_dict(pool)
         data["source"] = pool.source
         data["map"] = str(out) if out else None
-        _emit_json(data)
+        emit_json(data)
         return
     click.echo(f"{pool.source}: {len(pool)} items, {pool.n_labeled} labelled")
     rows = [
@@ -397,7 +207,8 @@ def coverage_command(out: Path | None, clusters: int | None, projection: str, **
         ]
         for r in cov.rows
     ]
-    click.echo(_table(["cluster", "size", "share", "labels", "accuracy", "top label", ""], rows))
+    head = ["cluster", "size", "share", "labels", "accuracy", "top label", ""]
+    click.echo(format_table(head, rows))
     holes = [r for r in cov.rows if r.hole]
     share = sum(r.share for r in holes)
     click.echo(f"holes: {len(holes)} cluster(s) without labels, {share:.1%} of the pool")
@@ -418,7 +229,7 @@ def coverage_command(out: Path | None, clusters: int | None, projection: str, **
 
 
 @click.command("audit")
-@_source_options
+@source_options
 @click.option(
     "--labels",
     "labels_csv",
@@ -444,7 +255,7 @@ def coverage_command(out: Path | None, clusters: int | None, projection: str, **
     help="Comma-separated values of that field that mark held-out tasks "
     "(default test,holdout,held-out,validation,val).",
 )
-@_friendly_errors
+@friendly_errors
 def audit_command(
     labels_csv: Path | None,
     folds: int,
@@ -480,13 +291,13 @@ def audit_command(
     table, splits = None, None
     if labels_csv is not None:
         if kw["images_dir"] is None:
-            raise _fail("--labels goes with --images DIR (a project's labels are its annotations)")
+            raise fail("--labels goes with --images DIR (a project's labels are its annotations)")
         table, splits = read_label_table(labels_csv, kw["images_dir"])
     if holdout_field is not None and kw["images_dir"] is not None:
-        raise _fail("--holdout-field is for --project; offline the split is the CSV's 3rd column")
+        raise fail("--holdout-field is for --project; offline the split is the CSV's 3rd column")
     field = (holdout_field or DEFAULT_HOLDOUT_FIELD).strip()
     if not field:
-        raise _fail("--holdout-field must not be empty")
+        raise fail("--holdout-field must not be empty")
     values: tuple[str, ...] = DEFAULT_HOLDOUT_VALUES
     if holdout_values is not None:
         values = parse_holdout_values(holdout_values)
@@ -497,11 +308,11 @@ def audit_command(
         done = any(isinstance(a, dict) and not a.get("was_cancelled") for a in annotations)
         return done or is_held_out(task, field, values)
 
-    loaded = _load(kw, keep=keep)
+    loaded = load_source(kw, keep=keep)
     pool = loaded.pool
     if table is not None:
         pool = with_labels(pool, table)
-    _skipped_note(pool)
+    skipped_note(pool)
     held = holdout_mask(pool, field=field, values=values, splits=splits)
     audit = audit_pool(
         pool,
@@ -524,7 +335,7 @@ def audit_command(
     if kw["as_json"]:
         out = audit.to_dict()
         out["view"] = {"id": view.get("id"), "title": audit.view_title} if view else None
-        _emit_json(out)
+        emit_json(out)
         return
     click.echo(
         f"{pool.source}: {audit.labeled} labels audited with {audit.folds}-fold out-of-fold "
@@ -546,7 +357,7 @@ def audit_command(
         for s in audit.suspects
     ]
     head = ["#", "task" if project else "image", "given", "suggested", "suspicion", "why"]
-    click.echo(_table(head, rows))
+    click.echo(format_table(head, rows))
     click.echo(f"{len(audit.suspects)} suspect(s)")
     if audit.holdout:
         click.echo(

@@ -3,7 +3,8 @@
 Class balance, duplicates, measured vs estimated real accuracy and pre-label acceptance
 (:mod:`labelwheel.lead.report`); with ``--model-dir``, the honest measure from the backend's
 control slice (:mod:`labelwheel.lead.honest`) and active learning's lift over random picks
-(:mod:`labelwheel.lead.lift`). The shared options and helpers are :mod:`labelwheel.lead.cli`'s.
+(:mod:`labelwheel.lead.lift`). The shared options and helpers are
+:mod:`labelwheel.lead.cli_common`'s.
 """
 
 from __future__ import annotations
@@ -13,22 +14,22 @@ from typing import Any
 
 import click
 
-from labelwheel.lead.cli import (
-    _emit_json,
-    _fail,
-    _friendly_errors,
-    _load,
-    _money,
-    _skipped_note,
-    _source_options,
-    _table,
+from labelwheel.lead.cli_common import (
+    emit_json,
+    fail,
+    format_table,
+    friendly_errors,
+    load_source,
+    money,
+    skipped_note,
+    source_options,
 )
 
 
 @click.command("report")
-@_source_options
+@source_options
 @click.option("--cost-per-label", type=float, help="Price of one label, to price the duplicates.")
-@_friendly_errors
+@friendly_errors
 def report_command(cost_per_label: float | None, **kw: Any) -> None:
     """Class balance, duplicates, measured vs estimated real accuracy, acceptance per version;
     with --model-dir: real accuracy from the control slice (plain, PPI, on the whole data) and
@@ -39,10 +40,10 @@ def report_command(cost_per_label: float | None, **kw: Any) -> None:
     from labelwheel.lead.sources import acceptance_rows
 
     if cost_per_label is not None and (cost_per_label < 0 or not math.isfinite(cost_per_label)):
-        raise _fail("--cost-per-label must be a non-negative number")
-    loaded = _load(kw)
+        raise fail("--cost-per-label must be a non-negative number")
+    loaded = load_source(kw)
     pool = loaded.pool
-    _skipped_note(pool)
+    skipped_note(pool)
     record = loaded.store if pool.project_id is not None else None
     confidence = record.control_confidence(pool.project_id) if record is not None else None
     rep = build_report(
@@ -59,13 +60,13 @@ def report_command(cost_per_label: float | None, **kw: Any) -> None:
         else None,
     )
     if kw["as_json"]:
-        _emit_json(rep.to_dict())
+        emit_json(rep.to_dict())
         return
     click.echo(f"{rep.source}: {rep.pool_size} items, {rep.labeled} labelled")
     click.echo("\nclass balance")
     total = sum(rep.class_balance.values()) or 1
     click.echo(
-        _table(
+        format_table(
             ["class", "labels", "share"],
             [[c, n, f"{n / total:.1%}"] for c, n in rep.class_balance.items()],
         )
@@ -79,8 +80,8 @@ def report_command(cost_per_label: float | None, **kw: Any) -> None:
     )
     if rep.cost_per_label is not None:
         click.echo(
-            f"money saved by skipping them: {_money(rep.duplicate_cost_saved)}; "
-            f"already spent on duplicates: {_money(rep.duplicate_cost_spent)}"
+            f"money saved by skipping them: {money(rep.duplicate_cost_saved)}; "
+            f"already spent on duplicates: {money(rep.duplicate_cost_spent)}"
         )
     click.echo("\naccuracy")
     if rep.measured_accuracy is None:
@@ -98,7 +99,7 @@ def report_command(cost_per_label: float | None, **kw: Any) -> None:
     click.echo("\npre-label acceptance per version")
     if rep.acceptance:
         click.echo(
-            _table(
+            format_table(
                 ["version", "accepted", "corrected", "rate", "from"],
                 [
                     [
@@ -155,7 +156,7 @@ def _echo_honest(rows: list[Any], pooled: Any = None) -> None:
         )
         return
     click.echo(
-        _table(
+        format_table(
             [
                 "version",
                 "control",
