@@ -33,6 +33,7 @@ LOWER_FLOORS = (
     "cli_options.py",
     "connect.py",
     "ls_api.py",
+    "ls_transport.py",
 )
 # The selectors are pure numpy / scikit-learn / faiss: no I/O, no web, no images.
 SELECTOR_FORBIDDEN = ("requests", "flask", "PIL", "sqlite3", "torch", "labelwheel.media")
