@@ -255,7 +255,9 @@ def create_app(
     service = BackendService(settings, backbone_loader=backbone_loader)
     app.extensions[EXTENSION_KEY] = service
 
-    from labelwheel.ml_backend.routes import bp, install_hooks
+    # the endpoint rooms register on the one blueprint ``ml_backend`` when imported
+    from labelwheel.ml_backend import routes, routes_annotations, routes_versions  # noqa: F401
+    from labelwheel.ml_backend.plumbing import bp, install_hooks
 
     install_hooks(app)
     app.register_blueprint(bp)
