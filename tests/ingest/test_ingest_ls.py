@@ -55,6 +55,21 @@ def _tasks(client: LabelStudioClient, project: int) -> list[dict]:
     return list(client.iter_tasks(project))
 
 
+def _settled_tasks(client: LabelStudioClient, project: int, timeout: float = 20.0) -> list[dict]:
+    """The project's tasks once Label Studio has finished the requests a killed client left in
+    flight (it completes an import or a PATCH after the client is gone): the same tasks, with
+    the same data, read twice 1 s apart."""
+    deadline = time.monotonic() + timeout
+    last = _tasks(client, project)
+    while True:
+        time.sleep(1.0)
+        now = _tasks(client, project)
+        if [(t["id"], t["data"]) for t in now] == [(t["id"], t["data"]) for t in last]:
+            return now
+        assert time.monotonic() < deadline, "Label Studio's tasks kept changing"
+        last = now
+
+
 @pytest.fixture
 def project(ls_client: LabelStudioClient, request: pytest.FixtureRequest) -> int:
     p = ls_client.create_project(
@@ -242,7 +257,7 @@ def test_interrupted_run_resumes_without_double_import(
         if proc.poll() is None:
             proc.kill()
         proc.wait()
-    before = _tasks(ls_client, project)
+    before = _settled_tasks(ls_client, project)
     assert 3 <= len(before) < len(truth.kept)
     unfinished = [t for t in before if "labelwheel_sha256" not in t["data"]]
 
