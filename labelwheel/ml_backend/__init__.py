@@ -47,6 +47,7 @@ class BackendService:
 
     def __init__(self, settings: Settings, backbone_loader: Any = None) -> None:
         self.settings = settings
+        self.pid = os.getpid()  # the process whose threads serve (see plumbing.install_hooks)
         # first of all: a second process on this MODEL_DIR stops here (ModelDirInUse)
         self.dir_lock = ModelDirLock(settings.model_dir)
         self.dir_lock.acquire()

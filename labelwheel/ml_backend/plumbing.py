@@ -16,6 +16,7 @@ import base64
 import binascii
 import hmac
 import logging
+import os
 import time
 from typing import Any, NoReturn
 
@@ -77,13 +78,30 @@ def _check_basic_auth(user: str, password: str) -> bool:
     return ok_user and ok_pass
 
 
+def _forked(service: Any) -> Response:
+    """The answer of an app that was created in another process and forked: its training
+    thread, pool jobs and MODEL_DIR lock stayed in that process (gunicorn ``--preload``)."""
+    message = (
+        f"this backend was created in process {service.pid} and forked into process "
+        f"{os.getpid()} (gunicorn --preload?): its training thread and MODEL_DIR lock stayed in "
+        "the first process, so nothing would train here. Run gunicorn without --preload."
+    )
+    if getattr(service, "fork_logged", None) != os.getpid():  # once per process
+        service.fork_logged = os.getpid()
+        log.error("%s", message)
+    return _error_response(503, "forked_app", message)
+
+
 def install_hooks(app: Flask) -> None:
     """Register auth, request metrics and JSON error handlers on the app."""
 
     @app.before_request
     def _before() -> Response | None:
         g.lw_started = time.perf_counter()
-        settings = current_service().settings
+        service = current_service()
+        if service.pid != os.getpid():
+            return _forked(service)
+        settings = service.settings
         if not settings.auth_enabled or request.endpoint in OPEN_ENDPOINTS:
             return None
         if _check_basic_auth(settings.basic_auth_user, settings.basic_auth_pass):

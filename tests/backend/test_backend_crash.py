@@ -16,6 +16,7 @@ import secrets
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -279,3 +280,51 @@ def test_a_training_interrupted_again_and_again_is_given_up(make_app: Any, tmp_p
     assert "START_TRAINING" in run["error"]
     (run,) = service.store.runs(5)  # it ran again (and failed: no label config for project 5)
     assert run["status"] == "failed" and "no label config" in run["error"]
+
+
+def test_gunicorn_preload_is_refused_with_the_reason(tmp_path: Path) -> None:
+    """``gunicorn --preload`` builds the app in the master and forks it: the training thread
+    and the MODEL_DIR lock stay in the master. Every request (health too) answers 503 naming
+    the cause, and the log says it, instead of a backend that looks up and never trains."""
+    user, password = "lw-" + secrets.token_hex(3), secrets.token_urlsafe(12)
+    env = backend_env(tmp_path / "state", user, password)
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("gunicorn")),
+            "--preload",
+            "-w",
+            "1",
+            "-b",
+            f"127.0.0.1:{port}",
+            "labelwheel.ml_backend:create_app()",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        resp = None
+        while time.monotonic() < deadline:
+            try:
+                resp = requests.get(f"http://127.0.0.1:{port}/health", timeout=5)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.3)
+        assert resp is not None, "gunicorn did not come up"
+        assert resp.status_code == 503
+        body = resp.json()
+        assert body["error"] == "forked_app" and "--preload" in body["message"]
+        predict = requests.post(
+            f"http://127.0.0.1:{port}/predict",
+            json={},
+            headers=basic_auth(user, password),
+            timeout=5,
+        )
+        assert predict.status_code == 503 and predict.json()["error"] == "forked_app"
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=30)
+    assert out.count("Run gunicorn without --preload") == 1  # logged once
