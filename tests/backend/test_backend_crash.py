@@ -167,6 +167,12 @@ def test_the_loser_names_a_holder_that_has_not_written_its_pid_yet(tmp_path: Pat
         os.close(fd)
 
 
+def gunicorn(port: int, *options: str) -> list[str]:
+    """The command line of gunicorn serving the app factory on a loopback port."""
+    gunicorn_bin = str(Path(sys.executable).with_name("gunicorn"))
+    return [gunicorn_bin, *options, "-b", f"127.0.0.1:{port}", "labelwheel.ml_backend:create_app()"]
+
+
 def test_gunicorn_two_workers_one_boots_the_other_fails(tmp_path: Path) -> None:
     """With a free MODEL_DIR, ``gunicorn -w 2``: one worker takes the lock, the other fails to
     boot with the clear message, and gunicorn stops (it does not serve half-configured)."""
@@ -174,14 +180,7 @@ def test_gunicorn_two_workers_one_boots_the_other_fails(tmp_path: Path) -> None:
     env = backend_env(tmp_path / "state", user, password)
     port = free_port()
     proc = subprocess.run(
-        [
-            str(Path(sys.executable).with_name("gunicorn")),
-            "-w",
-            "2",
-            "-b",
-            f"127.0.0.1:{port}",
-            "labelwheel.ml_backend:create_app()",
-        ],
+        gunicorn(port, "-w", "2"),
         env=env,
         capture_output=True,
         text=True,
@@ -290,15 +289,7 @@ def test_gunicorn_preload_is_refused_with_the_reason(tmp_path: Path) -> None:
     env = backend_env(tmp_path / "state", user, password)
     port = free_port()
     proc = subprocess.Popen(
-        [
-            str(Path(sys.executable).with_name("gunicorn")),
-            "--preload",
-            "-w",
-            "1",
-            "-b",
-            f"127.0.0.1:{port}",
-            "labelwheel.ml_backend:create_app()",
-        ],
+        gunicorn(port, "--preload", "-w", "1"),
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

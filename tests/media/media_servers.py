@@ -90,23 +90,22 @@ class Recorder:
         self.httpd.server_close()
 
 
-class Trickler:
-    """A TCP server that never finishes its response headers: it sends a status line and then
-    one header byte every ``interval`` seconds, forever (or until the client goes)."""
+class _RawServer:
+    """A TCP listener on ``host`` that serves each connection on its own thread
+    (:meth:`_serve`, by the subclass) until :meth:`close`."""
 
-    def __init__(self, host: str = "127.0.0.1", interval: float = 0.5) -> None:
-        self.interval = interval
+    scheme = "http"
+
+    def __init__(self, host: str) -> None:
+        self.lock = threading.Lock()
+        self.connections = 0
+        self._stop = threading.Event()
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((host, 0))
         self.sock.listen(64)
         self.port = self.sock.getsockname()[1]
-        self.url = f"http://{host}:{self.port}"
-        self.lock = threading.Lock()
-        self.active = 0
-        self.max_active = 0
-        self.connections = 0
-        self._stop = threading.Event()
+        self.url = f"{self.scheme}://{host}:{self.port}"
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -116,6 +115,24 @@ class Trickler:
             except OSError:
                 return
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self._stop.set()
+        self.sock.close()
+
+
+class Trickler(_RawServer):
+    """A TCP server that never finishes its response headers: it sends a status line and then
+    one header byte every ``interval`` seconds, forever (or until the client goes)."""
+
+    def __init__(self, host: str = "127.0.0.1", interval: float = 0.5) -> None:
+        self.interval = interval
+        self.active = 0
+        self.max_active = 0
+        super().__init__(host)
 
     def _serve(self, conn: socket.socket) -> None:
         with self.lock:
@@ -141,12 +158,8 @@ class Trickler:
                 self.active -= 1
             conn.close()
 
-    def close(self) -> None:
-        self._stop.set()
-        self.sock.close()
 
-
-class KeepAlive:
+class KeepAlive(_RawServer):
     """An HTTP/1.1 server on raw sockets that keeps connections open between requests, counts
     connections and requests, and can misbehave the way real servers do:
 
@@ -174,26 +187,10 @@ class KeepAlive:
         self.idle_close = idle_close
         self.stall_after = stall_after
         self.tls = tls
-        self.lock = threading.Lock()
-        self.connections = 0
+        self.scheme = "https" if tls else "http"
         self.requests: list[tuple[int, str, dict[str, str]]] = []  # (connection, target, headers)
         self.open_now = 0
-        self._stop = threading.Event()
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((host, 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
-        self.url = f"{'https' if tls else 'http'}://{host}:{self.port}"
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _addr = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+        super().__init__(host)
 
     def _read_request(self, conn: socket.socket, buf: bytearray) -> tuple[str, dict[str, str]]:
         while b"\r\n\r\n" not in buf:
@@ -260,7 +257,3 @@ class KeepAlive:
             for number, _target, _headers in self.requests:
                 counts[number - 1] += 1
             return counts
-
-    def close(self) -> None:
-        self._stop.set()
-        self.sock.close()
