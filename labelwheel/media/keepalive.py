@@ -138,8 +138,13 @@ class ConnectionPool:
 
 def _quiet(sock: socket.socket) -> bool:
     """Whether an idle connection has nothing to read: a closed one reads its end of file (and a
-    server has nothing to say on a healthy one between requests)."""
+    server has nothing to say on a healthy one between requests). ``poll``, not ``select``,
+    where there is one: ``select`` refuses descriptors past 1023, which a busy process has."""
     try:
+        if hasattr(select, "poll"):
+            poller = select.poll()
+            poller.register(sock, select.POLLIN | select.POLLPRI)
+            return not poller.poll(0)
         readable, _, _ = select.select([sock], [], [], 0)
     except (OSError, ValueError):
         return False

@@ -259,3 +259,26 @@ def test_an_error_whose_body_never_comes_is_answered_at_once(host: KeepAlive) ->
     assert time.monotonic() - started < 2.5  # not the 5 s deadline
     assert f.fetch_bytes(f"{host.url}/img/0.png") == PNGS[0]
     assert host.per_connection() == [1, 1]
+
+
+def test_kept_connections_work_past_descriptor_1023(host: KeepAlive) -> None:
+    """A busy process has sockets numbered past select()'s limit: the pool still sees them."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip("the descriptor limit is below 1200")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    held = []
+    try:
+        while len(os.listdir("/proc/self/fd")) < 1100:  # push new descriptors past 1023
+            held.append(os.open(os.devnull, os.O_RDONLY))
+        f = fetcher()
+        for i in range(3):
+            assert f.fetch_bytes(f"{host.url}/img/{i}.png") == PNGS[i]
+        assert host.per_connection() == [3]
+        f.close()
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
