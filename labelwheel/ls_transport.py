@@ -28,13 +28,14 @@ from typing import Any
 
 import requests
 
-__all__ = ["LabelStudioError", "LabelStudioTransport", "is_legacy_token"]
+__all__ = ["BUSY_STATUSES", "LabelStudioError", "LabelStudioTransport", "is_legacy_token"]
 
 _LEGACY_TOKEN = re.compile(r"[0-9a-fA-F]{40}")
 _REFRESH_MARGIN_S = 30.0
-# Label Studio on its default SQLite answers 5xx ("database is locked") while another client writes
-# many rows; calls made with ``busy_retries`` back off and try again on these.
-_BUSY_STATUSES = frozenset({500, 502, 503, 504})
+BUSY_STATUSES = frozenset({500, 502, 503, 504})
+"""Label Studio on its default SQLite answers these ("database is locked") while another client
+writes many rows: calls made with ``busy_retries`` (and the prediction publisher) back off and try
+again on them."""
 _BUSY_BACKOFF_S = 0.5
 _BUSY_BACKOFF_MAX_S = 8.0
 
@@ -198,7 +199,7 @@ class LabelStudioTransport:
             try:
                 return self._request_once(method, path, **kw)
             except LabelStudioError as exc:
-                if exc.status not in _BUSY_STATUSES:
+                if exc.status not in BUSY_STATUSES:
                     raise
             time.sleep(delay)
             delay = min(delay * 2, _BUSY_BACKOFF_MAX_S)

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from labelwheel.ls_api import LabelStudioClient, LabelStudioError
+from labelwheel.ls_transport import BUSY_STATUSES
 
 __all__ = [
     "DEFAULT_PACING",
@@ -49,7 +50,6 @@ T = TypeVar("T")
 PredictFn = Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
 """Tasks (``id``, ``data``) -> one prediction each (``result``, ``score``, ``model_version``)."""
 
-_BUSY = (500, 502, 503, 504)
 _MISSING_ENDPOINT = (404, 405)
 
 
@@ -158,7 +158,7 @@ def import_chunk(
             client.import_predictions(project_id, items)
             return
         except LabelStudioError as exc:
-            if exc.status not in _BUSY or attempt == busy_retries:
+            if exc.status not in BUSY_STATUSES or attempt == busy_retries:
                 raise
             if _stored(client, items[0]) and _stored(client, items[-1]):
                 log.info("project %d: a refused chunk was stored after all", project_id)

@@ -18,12 +18,15 @@ import hmac
 import logging
 import os
 import time
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from labelwheel.ml_backend.validate import BadInput, parse_id, parse_json_object, parse_project_ref
+
+if TYPE_CHECKING:
+    from labelwheel.ml_backend import BackendService
 
 log = logging.getLogger("labelwheel.ml_backend")
 
@@ -53,9 +56,10 @@ def _error_response(status: int, error: str, message: str) -> Response:
     return response
 
 
-def current_service() -> Any:
+def current_service() -> BackendService:
     """The app's ``BackendService`` (settings, store, model, worker, metrics)."""
-    return current_app.extensions["labelwheel"]
+    service: BackendService = current_app.extensions["labelwheel"]
+    return service
 
 
 # -- hooks: auth, metrics, errors ------------------------------------------------------------------
@@ -101,10 +105,10 @@ def install_hooks(app: Flask) -> None:
         service = current_service()
         if service.pid != os.getpid():
             return _forked(service)
-        settings = service.settings
-        if not settings.auth_enabled or request.endpoint in OPEN_ENDPOINTS:
+        user, password = service.settings.basic_auth_user, service.settings.basic_auth_pass
+        if not (user and password) or request.endpoint in OPEN_ENDPOINTS:  # auth off, or open
             return None
-        if _check_basic_auth(settings.basic_auth_user, settings.basic_auth_pass):
+        if _check_basic_auth(user, password):
             return None
         response = _error_response(
             401, "unauthorized", "basic auth credentials are missing or wrong"

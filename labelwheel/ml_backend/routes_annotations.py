@@ -178,10 +178,10 @@ def webhook() -> Response:
         if any(i is None for i in ids):
             fail(400, "bad_request", "annotations must be objects with an integer id")
         deleted_in = parse_project_id(project) if project is not None else None
-        found, pending = service.store.delete_annotations(
+        found, pending_by_project = service.store.delete_annotations(
             deleted_in, [int(i) for i in ids if i is not None], body
         )
-        trainings = {pid: _maybe_retrain(service, pid, n) for pid, n in pending.items()}
+        trainings = {pid: _maybe_retrain(service, pid, n) for pid, n in pending_by_project.items()}
         return jsonify({"status": "deleted", "deleted": found, "training": trainings or None})
     if action == "START_TRAINING":
         if project is None:
