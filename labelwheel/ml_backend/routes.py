@@ -86,10 +86,8 @@ def predict() -> Response:
         fail(400, "bad_request", "project is required (Label Studio sends '<id>.<timestamp>')")
     project_id = parse_project_id(body.get("project"))
     config = config_or_400(service, body.get("label_config"), project_id)
-    if service.store.get_project(project_id) is None or body.get("label_config"):
-        row = service.store.get_project(project_id)
-        if row is None or row.get("label_config") != config.xml:
-            service.store.upsert_project(project_id, label_config=config.xml)
+    if body.get("label_config") or service.store.get_project(project_id) is None:
+        service.store.remember_label_config(project_id, config.xml)
     if not tasks:
         return jsonify({"results": []})
     results, image_failures = service.model.predict(project_id, config, tasks)

@@ -90,9 +90,7 @@ def _store_annotation(
         except ValueError:
             config = None
         else:
-            row = service.store.get_project(project_id)
-            if row is None or row.get("label_config") != config.xml:
-                service.store.upsert_project(project_id, label_config=config.xml)
+            service.store.remember_label_config(project_id, config.xml)
     if config is None:
         config = service.config_for(project_id)
     labels = _labels_of(config, result)
@@ -248,9 +246,7 @@ def _remember_config(service: Any, project_id: int, xml: str) -> bool:
             "project %d: label config not usable, keeping the previous one: %s", project_id, exc
         )
         return False
-    row = service.store.get_project(project_id)
-    if row is None or row.get("label_config") != config.xml:
-        service.store.upsert_project(project_id, label_config=config.xml)
+    service.store.remember_label_config(project_id, config.xml)
     return True
 
 

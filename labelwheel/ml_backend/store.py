@@ -268,6 +268,13 @@ class Store(EventLog, TrainingState, ControlSlices, ImageRefs):
                 (project_id, label_config, hostname, now, now),
             )
 
+    def remember_label_config(self, project_id: int, xml: str) -> None:
+        """Store a project's label config (creating the project row) unless it is the one
+        stored already: a repeated config costs a read, not a durable write."""
+        row = self.get_project(project_id)
+        if row is None or row.get("label_config") != xml:
+            self.upsert_project(project_id, label_config=xml)
+
     def get_project(self, project_id: int) -> dict[str, Any] | None:
         """The project row as a dict, or None."""
         rows = self.query("SELECT * FROM projects WHERE id = ?", (project_id,))

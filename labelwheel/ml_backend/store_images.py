@@ -58,11 +58,11 @@ class ImageRefs:
         process, and the next durable commit flushes it), which saves an fsync per /predict."""
         if not pairs:
             return
-        conn = self._conn()
+        conn = self._conn()  # the thread's connection, which the transaction uses
         conn.execute("PRAGMA synchronous=NORMAL")
         try:
-            with self.transaction() as conn:
-                conn.executemany(
+            with self.transaction() as tx:
+                tx.executemany(
                     "INSERT OR REPLACE INTO image_refs (ref_key, sha256) VALUES (?, ?)",
                     [(ref_key(ref), sha) for ref, sha in pairs.items()],
                 )
