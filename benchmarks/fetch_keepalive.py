@@ -260,6 +260,7 @@ def main() -> None:
         return
     if shutil.which("openssl") is None:
         raise SystemExit("needs the openssl command (for a test certificate)")
+    from _common import write_json
     from embed_throughput import _cpu_name, _load, natural_photos
 
     from labelwheel.media import transport
@@ -321,8 +322,7 @@ def main() -> None:
         "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    write_json(out.with_suffix(".json"), result)
     out.with_suffix(".md").write_text(markdown(result))
     print(json.dumps(result, indent=2))
 
