@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from labelwheel.npyio import load_npz
+
 DATASETS: tuple[str, ...] = ("mnist5k", "digits", "lfw")
 """Names accepted by :func:`load_dataset`."""
 
@@ -166,10 +168,10 @@ def load_embeddings(
     fingerprint = _fingerprint(data)
     if path.exists():
         try:
-            with np.load(path, allow_pickle=False) as cached:
-                if str(cached["fingerprint"]) == fingerprint:
-                    X = np.asarray(cached["X"], dtype=np.float32)
-                    return Features(name, backbone, size, X, data.labels, data.class_names)
+            cached = load_npz(path, keys=("fingerprint", "X"))
+            if str(cached["fingerprint"]) == fingerprint:
+                X = np.asarray(cached["X"], dtype=np.float32)
+                return Features(name, backbone, size, X, data.labels, data.class_names)
         except (OSError, KeyError, ValueError):
             pass  # unreadable or stale cache: recompute below
     from labelwheel.features import load_backbone

@@ -22,6 +22,7 @@ LOWER_FLOORS = (
     "selectors",
     "records.py",
     "fsio.py",
+    "npyio.py",
     "datasets.py",
     "label_config",
     "lead",

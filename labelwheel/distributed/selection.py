@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from labelwheel.npyio import load_npy
+
 __all__ = [
     "STORE_STRATEGIES",
     "Picked",
@@ -104,7 +106,7 @@ def load_shard(root: Path, shard: int) -> tuple[NDArray[np.int64], NDArray[np.fl
     """(global ids, vectors in memory) of one shard: reads that shard's ``.npy`` only."""
     path = Path(root) / "shards" / f"shard-{shard:06d}.npy"
     try:
-        arr = np.load(path, mmap_mode="r")
+        arr = load_npy(path, mmap_mode="r")
     except (OSError, ValueError) as exc:
         raise ValueError(f"{root}: shard {shard} is unreadable: {exc}") from None
     if arr.ndim != 2 or arr.dtype != np.float32:

@@ -26,6 +26,7 @@ import numpy as np
 
 from labelwheel.features.store import EmbeddingStore, find_stores
 from labelwheel.fsio import make_dirs
+from labelwheel.npyio import array_from_npy
 
 __all__ = ["STORES_DIR", "EmbeddingCache", "content_hash"]
 
@@ -88,7 +89,7 @@ class EmbeddingCache:
         if path is None:
             return None
         try:
-            vec = np.load(path, allow_pickle=False)
+            vec = array_from_npy(path.read_bytes())
         except (OSError, ValueError):
             return self._from_stores(sha)
         if vec.ndim != 1 or not np.all(np.isfinite(vec)):

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from labelwheel.fsio import atomic_write_bytes
+from labelwheel.npyio import load_npy
 
 __all__ = [
     "STORE_FORMAT",
@@ -245,7 +246,7 @@ class EmbeddingStore:
         with self._lock:
             arr = self._arrays.get(shard)
         if arr is None:
-            arr = np.load(self.root / "shards" / f"shard-{shard:06d}.npy", mmap_mode="r")
+            arr = load_npy(self.root / "shards" / f"shard-{shard:06d}.npy", mmap_mode="r")
             if arr.ndim != 2 or arr.shape[1] != self.dim or arr.dtype != np.float32:
                 raise ValueError(f"{self.root}: shard {shard} is damaged ({arr.shape})")
             with self._lock:

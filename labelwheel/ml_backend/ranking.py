@@ -26,6 +26,7 @@ import numpy as np
 from labelwheel.fsio import atomic_save_array, atomic_write_bytes
 from labelwheel.head import Head, Scaling
 from labelwheel.media.storage import task_image_ref
+from labelwheel.npyio import load_npz
 from labelwheel.pool import COLD_START_STRATEGY, queue_order_stacked
 from labelwheel.pool.confidence import confidence_from_proba, summarise
 from labelwheel.pool.control import control_seed, interleave_control
@@ -124,8 +125,8 @@ class Rankings:
             if project_id in self._scalings:
                 return self._scalings[project_id]
         try:
-            with np.load(self._scaling_path(project_id), allow_pickle=False) as npz:
-                found = Scaling(npz["mean"].astype(np.float32), npz["scale"].astype(np.float32))
+            npz = load_npz(self._scaling_path(project_id), keys=("mean", "scale"))
+            found = Scaling(npz["mean"].astype(np.float32), npz["scale"].astype(np.float32))
         except (OSError, ValueError, KeyError):
             return None
         with self._lock:

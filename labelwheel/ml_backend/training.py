@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from labelwheel.head import Head, HeadConfig, Scaling, TrainingError, train_head
+from labelwheel.npyio import load_npy
 
 __all__ = ["FitProcess", "fit_process_init"]
 
@@ -123,7 +124,7 @@ def _train(
         pass
     elif isinstance(pool, Path):
         try:
-            rows = np.load(pool, mmap_mode="r", allow_pickle=False)
+            rows = load_npy(pool, mmap_mode="r")
         except (OSError, ValueError) as exc:
             problem = f"the pool file cannot be read ({exc})"
         if rows is not None and (rows.ndim != 2 or rows.shape[1] != np.shape(x)[1]):

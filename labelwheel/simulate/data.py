@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from labelwheel.npyio import load_npz
+
 
 def load_features(
     dataset: str,
@@ -40,8 +42,7 @@ def load_features(
     if not path.is_file():
         raise ValueError(f"no such file: {dataset}")
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: np.asarray(npz[k]) for k in npz.files if k in ("X", "y", "class_names")}
+        arrays = load_npz(path, keys=("X", "y", "class_names"))
     except Exception as exc:
         raise ValueError(
             f"could not read {dataset} as an .npz file of numeric arrays (np.savez): {exc}"
