@@ -33,6 +33,7 @@ __all__ = [
     "copy_data_dir",
     "find_ls_bin",
     "free_port",
+    "log_in_once",
     "ls_environment",
     "port_is_free",
     "prepare_data_dir",
@@ -338,8 +339,45 @@ def prepare_data_dir(
         ls_bin=ls_bin,
         timeout=timeout,
     )
-    ls.stop()
+    try:
+        log_in_once(ls)
+    finally:
+        ls.stop()
     return ls.data_dir
+
+
+def log_in_once(ls: LocalLabelStudio, timeout: float = 60.0) -> None:
+    """Log the user in through Label Studio's web form and open one page, as the person who sets
+    Label Studio up does in a browser.
+
+    Label Studio creates its organisation's session-timeout policy row on the first request of a
+    logged-in browser session: a write inside a read, which on SQLite fails with 500 "database is
+    locked" if another client writes at that moment. A data dir prepared here already has it.
+    Raises :class:`LabelStudioStartError` if the login is refused.
+    """
+    with requests.Session() as session:
+        login = f"{ls.url}/user/login/"
+        session.get(login, timeout=timeout)
+        resp = session.post(
+            login,
+            data={
+                "email": ls.username,
+                "password": ls.password,
+                "csrfmiddlewaretoken": session.cookies.get("csrftoken", ""),
+            },
+            headers={"Referer": login},
+            allow_redirects=False,
+            timeout=timeout,
+        )
+        if resp.status_code != 302 or "sessionid" not in session.cookies:
+            raise LabelStudioStartError(
+                f"Label Studio refused {ls.username}'s login (HTTP {resp.status_code})"
+            )
+        resp = session.get(f"{ls.url}/api/current-user/whoami", timeout=timeout)
+        if resp.status_code != 200:
+            raise LabelStudioStartError(
+                f"Label Studio's first logged-in request failed: HTTP {resp.status_code}"
+            )
 
 
 def copy_data_dir(src: Path, dst: Path) -> Path:

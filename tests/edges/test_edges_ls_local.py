@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
+import sqlite3
 import stat
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from labelwheel.ls_local import (
     LocalLabelStudio,
     find_ls_bin,
     free_port,
+    log_in_once,
     ls_environment,
     port_is_free,
     start_label_studio,
@@ -120,6 +123,28 @@ def test_label_studio_fixture_is_healthy(label_studio: LocalLabelStudio) -> None
     assert r.json()["email"] == label_studio.username
     assert requests.get(f"{label_studio.url}/api/projects", timeout=10).status_code == 401
     assert "Starting development server at http://127.0.0.1:" in label_studio.log_path.read_text()
+
+
+def test_prepared_data_dir_has_been_logged_into(ls_template_dir: Path) -> None:
+    """The template every test's Label Studio copies has had its first browser login: the
+    organisation's session-timeout policy row, which Label Studio otherwise writes inside the
+    first logged-in read (500 "database is locked" under a concurrent SQLite writer), exists."""
+    con = sqlite3.connect(ls_template_dir / "label_studio.sqlite3")
+    try:
+        orgs = {r[0] for r in con.execute("SELECT id FROM organization")}
+        policies = {r[0] for r in con.execute("SELECT * FROM session_policy_sessiontimeoutpolicy")}
+    finally:
+        con.close()
+    assert orgs and orgs <= policies
+
+
+def test_log_in_once_refuses_a_wrong_password(label_studio: LocalLabelStudio) -> None:
+    wrong = dataclasses.replace(
+        label_studio, password=label_studio.password + "-wrong", process=None, _log_file=None
+    )
+    with pytest.raises(LabelStudioStartError, match="refused"):
+        log_in_once(wrong)
+    log_in_once(label_studio)
 
 
 @pytest.mark.e2e
