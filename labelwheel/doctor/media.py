@@ -271,7 +271,13 @@ def check_media(doc: Doctor) -> list[Check]:
         return [*checks, Check("media", "images", FAIL, f"cannot read the tasks: {exc}")]
     from labelwheel.doctor.resolve import make_fetcher
 
-    fetcher = make_fetcher(doc)
+    try:
+        fetcher = make_fetcher(doc)
+    except ValueError as exc:  # a proxy variable the fetcher cannot use
+        fix = "set it to an http://[user:password@]host:port proxy, or unset it"
+        return [*checks, Check("proxy", "proxy", FAIL, str(exc), fix=fix)]
+    if fetcher.proxies:
+        checks.append(Check("proxy", "proxy", PASS, f"image fetches use {fetcher.proxies!r}"))
     for storage in storages:
         checks.append(_check_storage(doc, fetcher, storage, samples))
     by_form: dict[str, list[Sample]] = {}

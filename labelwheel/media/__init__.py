@@ -7,6 +7,7 @@ server. The ML backend, the data-lead tools and the simulator's loaders all read
   URIs and allow-listed hosts (see :mod:`labelwheel.media.fetch`);
 - :func:`decode_image`: a safe decode to RGB (see :mod:`labelwheel.media.decode`);
 - :func:`read_file`: a local file, size-capped (folders of images);
+- :class:`Proxies`: the HTTP proxies fetches go through (from the environment by default);
 - :class:`ImageError`: every failure, with a short loggable ``reason``.
 """
 
@@ -16,11 +17,13 @@ from labelwheel.media.decode import decode_image, exif_transpose
 from labelwheel.media.errors import ImageError
 from labelwheel.media.fetch import ImageFetcher, ImagePolicy
 from labelwheel.media.files import read_file
+from labelwheel.media.proxies import Proxies
 
 __all__ = [
     "ImageError",
     "ImageFetcher",
     "ImagePolicy",
+    "Proxies",
     "decode_image",
     "exif_transpose",
     "read_file",

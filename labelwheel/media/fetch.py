@@ -48,6 +48,11 @@ Connections are kept alive (:mod:`labelwheel.media.keepalive`): a fetch reuses a
 to the same origin (at most ``max_per_host`` kept per origin), so fetching many images from Label
 Studio or a storage host costs one TCP connection and TLS handshake per concurrent fetch, not one
 per image. Credentials are per request, never per connection.
+
+HTTP proxies are used as requests and curl use them (``HTTPS_PROXY``, ``HTTP_PROXY``, ``ALL_PROXY``,
+``NO_PROXY``: :mod:`labelwheel.media.proxies`); the rules above apply to the image's URL, whichever
+way it is reached, and a proxy is never sent Label Studio's credentials except inside the
+requests it forwards (plain ``http://``; an ``https://`` request is tunnelled, unreadable to it).
 """
 
 from __future__ import annotations
@@ -69,6 +74,7 @@ from PIL import Image
 from labelwheel.media.decode import decode_image
 from labelwheel.media.errors import ImageError
 from labelwheel.media.keepalive import ConnectionPool
+from labelwheel.media.proxies import Proxies
 from labelwheel.media.transport import Deadline, http_get
 from labelwheel.media.urls import HttpURL, join_url, parse_http_url
 
@@ -116,9 +122,16 @@ class ImageFetcher:
     """Fetches image bytes by reference under an :class:`ImagePolicy` (thread-safe)."""
 
     def __init__(
-        self, policy: ImagePolicy, auth_headers: Callable[[], dict[str, str]] | None
+        self,
+        policy: ImagePolicy,
+        auth_headers: Callable[[], dict[str, str]] | None,
+        proxies: Proxies | None = None,
     ) -> None:
+        """``proxies``: the HTTP proxies to fetch through; None reads them from the environment
+        (``HTTPS_PROXY``, ``HTTP_PROXY``, ``NO_PROXY``...: :mod:`labelwheel.media.proxies`), and
+        raises ``ValueError`` naming the variable if one cannot be used."""
         self.policy = policy
+        self.proxies = Proxies.from_environment() if proxies is None else proxies
         self._auth_headers = auth_headers
         self._ls: HttpURL | None = None
         self._ls_error: str | None = None
@@ -340,11 +353,16 @@ class ImageFetcher:
             slot = self._slot(url.host)
             if not slot.acquire(timeout=max(0.0, deadline.remaining())):
                 raise ImageError("timeout", f"all connections to {url.host} busy")
+            proxy = self.proxies.for_url(url)
             try:
-                reply = http_get(url, headers, deadline, self.policy.max_bytes, self._connections)
+                reply = http_get(
+                    url, headers, deadline, self.policy.max_bytes, self._connections, proxy
+                )
             finally:
                 slot.release()
             if reply.location is None:
+                if reply.status == 407 and proxy is not None:
+                    raise ImageError("unreachable", proxy.refusal(407, "GET"))
                 if reply.status != 200:
                     raise ImageError(f"HTTP {reply.status}")
                 return reply.body

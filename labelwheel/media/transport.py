@@ -16,6 +16,11 @@ most of a fetch's round trips. A connection the server has closed while idle is 
 use or, if it closes just as the request goes out, the GET is sent once more on a new connection
 (a GET is safe to repeat). Without a pool, every GET has its own connection (``Connection:
 close``).
+
+Through an HTTP proxy (:mod:`labelwheel.media.proxies`), an ``http://`` GET is sent to the proxy
+with the absolute URL as its target, and an ``https://`` one through a ``CONNECT`` tunnel that the
+TLS handshake with the image host then runs inside; both are kept alive like direct connections
+(tunnels by the image's origin, plain connections to the proxy by the proxy).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from typing import Any
 
 from labelwheel.media.errors import ImageError
 from labelwheel.media.keepalive import Connection, ConnectionPool
+from labelwheel.media.proxies import Proxy
 from labelwheel.media.urls import HttpURL
 
 __all__ = ["Deadline", "Reply", "http_get"]
@@ -201,12 +207,31 @@ def _resolve(host: str, port: int, deadline: Deadline) -> Sequence[_AddrInfo]:
     return box["infos"]  # type: ignore[return-value]
 
 
-def _connect(url: HttpURL, deadline: Deadline, guard: _Guard) -> socket.socket:
+def _connect(
+    url: HttpURL, deadline: Deadline, guard: _Guard, proxy: Proxy | None = None
+) -> socket.socket:
+    if proxy is None:
+        sock = _open(url.host, url.port, deadline, guard, "")
+    else:
+        sock = _open(proxy.host, proxy.port, deadline, guard, f" to proxy {proxy}")
+        if url.scheme == "https":
+            _tunnel(sock, url, proxy)
+    if url.scheme == "https":
+        tls = _tls_context().wrap_socket(
+            sock, server_hostname=url.host, do_handshake_on_connect=False
+        )
+        guard.attach(tls)
+        tls.do_handshake()
+        return tls
+    return sock
+
+
+def _open(host: str, port: int, deadline: Deadline, guard: _Guard, what: str) -> socket.socket:
     last: OSError | None = None
-    for family, socktype, proto, _name, addr in _resolve(url.host, url.port, deadline):
+    for family, socktype, proto, _name, addr in _resolve(host, port, deadline):
         remaining = deadline.remaining()
         if remaining <= 0:
-            raise ImageError("timeout", "connecting")
+            raise ImageError("timeout", "connecting" + what)
         sock = socket.socket(family, socktype, proto)
         guard.attach(sock)
         sock.settimeout(remaining)
@@ -214,22 +239,34 @@ def _connect(url: HttpURL, deadline: Deadline, guard: _Guard) -> socket.socket:
         try:
             sock.connect(addr)
         except TimeoutError:
-            raise ImageError("timeout", "connecting") from None
+            raise ImageError("timeout", "connecting" + what) from None
         except OSError as exc:
             if guard.fired or deadline.remaining() <= 0:  # the watchdog closed it: the deadline
-                raise ImageError("timeout", "connecting") from None
+                raise ImageError("timeout", "connecting" + what) from None
             last = exc
             guard.drop()  # try the next address
             continue
-        if url.scheme == "https":
-            tls = _tls_context().wrap_socket(
-                sock, server_hostname=url.host, do_handshake_on_connect=False
-            )
-            guard.attach(tls)
-            tls.do_handshake()
-            return tls
         return sock
-    raise ImageError("unreachable", last.__class__.__name__ if last else "no address")
+    raise ImageError("unreachable", (last.__class__.__name__ if last else "no address") + what)
+
+
+def _tunnel(sock: socket.socket, url: HttpURL, proxy: Proxy) -> None:
+    """Ask the proxy for a tunnel to ``url``'s host and port (``CONNECT``)."""
+    lines = [f"CONNECT {url.netloc_with_port} HTTP/1.1", f"Host: {url.netloc_with_port}"]
+    if proxy.authorization is not None:
+        lines.append(f"Proxy-Authorization: {proxy.authorization}")
+    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("ascii"))
+    resp = http.client.HTTPResponse(sock, method="CONNECT")
+    try:
+        resp.begin()  # the status line and headers only: nothing follows until TLS starts
+    finally:
+        resp.close()  # the reader over the socket, not the socket
+    if resp.status != 200:
+        raise _ProxyRefused(proxy.refusal(resp.status, "CONNECT"))
+
+
+class _ProxyRefused(Exception):
+    """The proxy would not open a tunnel."""
 
 
 @dataclass(frozen=True)
@@ -268,10 +305,11 @@ def http_get(
     deadline: Deadline,
     max_bytes: int,
     pool: ConnectionPool | None = None,
+    proxy: Proxy | None = None,
 ) -> Reply:
     """One GET of ``url`` (redirects are returned, not followed), all of it before ``deadline``;
     with a ``pool``, on a kept-alive connection to the same origin when one is idle (and the
-    connection is kept for the next GET when the answer allows).
+    connection is kept for the next GET when the answer allows); through ``proxy`` if given.
 
     Raises ImageError: ``timeout``, ``unreachable``, ``too large``, ``download failed``.
     """
@@ -279,13 +317,22 @@ def http_get(
         raise ImageError("timeout")
     if _QUICKACK is None:  # no quick acknowledgements here: kept connections could stall
         pool = None
-    idle = pool.take(url.origin) if pool is not None else None
+    key = _pool_key(url, proxy)
+    idle = pool.take(key) if pool is not None else None
     if idle is not None:
         try:
-            return _exchange(url, headers, deadline, max_bytes, pool, idle)
+            return _exchange(url, headers, deadline, max_bytes, pool, idle, proxy, key)
         except _Stale:
             pass  # closed by the server while idle: once more, on a new connection
-    return _exchange(url, headers, deadline, max_bytes, pool, None)
+    return _exchange(url, headers, deadline, max_bytes, pool, None, proxy, key)
+
+
+def _pool_key(url: HttpURL, proxy: Proxy | None) -> tuple[str, str, int]:
+    """What a kept connection is kept by: the origin, a tunnel's too, or for plain HTTP through
+    a proxy the proxy (one connection to it serves every origin)."""
+    if proxy is None or url.scheme == "https":
+        return url.origin
+    return ("http-proxy", proxy.host, proxy.port)
 
 
 def _exchange(
@@ -295,6 +342,8 @@ def _exchange(
     max_bytes: int,
     pool: ConnectionPool | None,
     idle: Connection | None,
+    proxy: Proxy | None,
+    key: tuple[str, str, int],
 ) -> Reply:
     guard = _Guard()
     entry = _WATCHDOG.arm(deadline.at, guard.expire)
@@ -302,7 +351,7 @@ def _exchange(
     conn: Connection | None = idle
     try:
         if conn is None:
-            sock = _connect(url, deadline, guard)
+            sock = _connect(url, deadline, guard, proxy)
             client = http.client.HTTPConnection(url.host, url.port)
             client.auto_open = 0  # never connects by itself: only to the socket opened above
             client.sock = sock
@@ -312,8 +361,12 @@ def _exchange(
             conn.sock.settimeout(max(deadline.remaining(), 0.001))
         connected = True
         client = conn.conn
-        client.putrequest("GET", url.target, skip_host=True, skip_accept_encoding=True)
+        plain_proxy = proxy is not None and url.scheme == "http"
+        target = str(url) if plain_proxy else url.target  # a proxy is sent the absolute URL
+        client.putrequest("GET", target, skip_host=True, skip_accept_encoding=True)
         client.putheader("Host", url.netloc)
+        if plain_proxy and proxy is not None and proxy.authorization is not None:
+            client.putheader("Proxy-Authorization", proxy.authorization)
         client.putheader("Accept-Encoding", "identity")
         if pool is None:
             client.putheader("Connection", "close")
@@ -338,18 +391,21 @@ def _exchange(
         return reply
     except ImageError:
         raise
+    except _ProxyRefused as exc:
+        raise ImageError("unreachable", str(exc)) from None
     except (OSError, http.client.HTTPException, ValueError) as exc:
         if guard.fired or deadline.remaining() <= 0:
             raise ImageError("timeout") from None
         if idle is not None and not answered:
             raise _Stale() from None
         if not connected or isinstance(exc, ssl.SSLError):
-            raise ImageError("unreachable", exc.__class__.__name__) from None
+            via = f" via proxy {proxy}" if proxy is not None else ""
+            raise ImageError("unreachable", exc.__class__.__name__ + via) from None
         raise ImageError("download failed", exc.__class__.__name__) from None
     finally:
         _WATCHDOG.disarm(entry)
         if keep and pool is not None and conn is not None and guard.release():
-            pool.give(url.origin, conn)
+            pool.give(key, conn)
         else:
             guard.close()  # first: no shutdown by the watchdog after this point
             if conn is not None:

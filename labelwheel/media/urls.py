@@ -53,6 +53,12 @@ class HttpURL:
         return host if self.port == _DEFAULT_PORTS[self.scheme] else f"{host}:{self.port}"
 
     @property
+    def netloc_with_port(self) -> str:
+        """host:port, the port always given (a CONNECT request's target)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    @property
     def target(self) -> str:
         """The request target: path and query."""
         return self.path if self.query is None else f"{self.path}?{self.query}"

@@ -7,6 +7,7 @@ Every variable is listed in :data:`VARIABLES` with its default and help text; ``
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from collections.abc import Mapping
@@ -16,6 +17,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from labelwheel.features import DEFAULT_BACKBONE
+from labelwheel.media.proxies import Proxies
 from labelwheel.publishing import PublishPacing
 from labelwheel.semisup import DEFAULT_SEMI, SEMI_MODES
 
@@ -262,6 +264,9 @@ class Settings:
     s3_direct_buckets: frozenset[str] = field(default_factory=frozenset)
     s3_endpoint_url: str | None = None
     log_level: str = "INFO"
+    # HTTP proxies for image fetches: HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, NO_PROXY (read by
+    # from_env, as requests reads them for the Label Studio API; none when made directly)
+    proxies: Proxies = field(default_factory=Proxies, compare=False)
 
     @property
     def pacing(self) -> PublishPacing:
@@ -293,7 +298,12 @@ class Settings:
                     f"unknown setting {key!r}; known: {', '.join(v.name for v in VARIABLES)}"
                 )
             values[key] = value
-        return cls._validate(values)
+        settings = cls._validate(values)
+        try:
+            proxies = Proxies.from_environment(environ)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        return dataclasses.replace(settings, proxies=proxies)
 
     @classmethod
     def _validate(cls, v: dict[str, Any]) -> Settings:

@@ -127,7 +127,7 @@ class LabelStudioLink:
                     storage_redirects=bool(s.label_studio_url),
                 )
                 self._fetcher = ImageFetcher(
-                    policy, client.auth_headers if client is not None else None
+                    policy, client.auth_headers if client is not None else None, s.proxies
                 )
                 if s.s3_direct_buckets:  # opt-in: these buckets with the backend's own credentials
                     from labelwheel.media.s3direct import DirectS3Fetcher, S3DirectReader

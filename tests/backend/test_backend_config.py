@@ -97,3 +97,31 @@ def test_serve_refuses_a_bad_setting(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "LABELWHEEL_RETRAIN_EVERY" in result.output
     assert "Traceback" not in result.output
+
+
+def test_proxies_come_from_the_environment(tmp_path: Path) -> None:
+    env = {
+        "MODEL_DIR": str(tmp_path),
+        "https_proxy": "http://ops:pw@proxy.corp:3128",
+        "NO_PROXY": "ls.internal",
+    }
+    settings = Settings.from_env(env)
+    assert str(settings.proxies.by_scheme["https"]) == "http://proxy.corp:3128"
+    assert settings.proxies.no_proxy == "ls.internal"
+    assert not Settings.from_env({"MODEL_DIR": str(tmp_path)}).proxies
+    with pytest.raises(ConfigError, match="HTTP_PROXY") as e:
+        Settings.from_env({"MODEL_DIR": str(tmp_path), "HTTP_PROXY": "socks5://ops:pw@p:1080"})
+    assert "pw@" not in str(e.value)
+
+
+def test_serve_refuses_an_unusable_proxy(tmp_path: Path) -> None:
+    from labelwheel.ml_backend.cli import serve_command
+
+    result = CliRunner().invoke(
+        serve_command,
+        ["--port", "9"],
+        env={"MODEL_DIR": str(tmp_path), "HTTPS_PROXY": "socks5://p:1080"},
+    )
+    assert result.exit_code == 2
+    assert "HTTPS_PROXY" in result.output and "only http:// proxies" in result.output
+    assert "Traceback" not in result.output

@@ -39,9 +39,11 @@ def doctor(
     api_key: str | None = None,
     backend: Backend | None = None,
     local_files: bool = True,
+    extra_env: dict[str, str] | None = None,
 ) -> tuple[int, dict[str, dict[str, Any]], str]:
     """Run ``labelwheel doctor --json``; (exit code, checks by name, output)."""
     env: dict[str, str | None] = {
+        **(extra_env or {}),
         "LABEL_STUDIO_URL": ls.url,
         "LABEL_STUDIO_API_KEY": api_key or ls.token,
         "LABELWHEEL_BACKEND_URL": None,
@@ -156,6 +158,39 @@ def test_doctor_healthy_setup_passes_every_check(
     assert checks["backend_from_label_studio"]["status"] == "skip"
     assert checks["backend_from_here"]["status"] == "fail"
     assert checks["media:upload"]["status"] == "pass"
+
+
+def test_doctor_reports_the_image_proxy(
+    label_studio: LocalLabelStudio, backend: Backend, healthy: dict[str, Any]
+) -> None:
+    pid = healthy["pid"]
+    # Label Studio is http://: an HTTPS_PROXY is not used for it, but the image fetcher reads it
+    code, checks, out = doctor(
+        label_studio,
+        pid,
+        "--json",
+        backend=backend,
+        extra_env={"HTTPS_PROXY": "socks5://ops:hunter2@proxy.corp:1080"},
+    )
+    assert code == 1, out
+    proxy = checks["proxy"]
+    assert proxy["status"] == "fail"
+    assert "HTTPS_PROXY" in proxy["message"] and "only http:// proxies" in proxy["message"]
+    assert "hunter2" not in out
+    assert "http://[user:password@]host:port" in proxy["fix"]
+
+    code, checks, out = doctor(
+        label_studio,
+        pid,
+        "--json",
+        backend=backend,
+        extra_env={"HTTPS_PROXY": "http://ops:hunter2@proxy.corp:3128"},
+    )
+    assert code == 0, out
+    assert checks["proxy"]["status"] == "pass"
+    assert "https=http://proxy.corp:3128" in checks["proxy"]["message"]
+    assert "hunter2" not in out
+    assert checks["media:upload"]["status"] == "pass"  # http:// Label Studio: not proxied
 
 
 def test_doctor_personal_access_token_refreshes(
