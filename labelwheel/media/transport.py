@@ -41,6 +41,7 @@ from typing import Any
 from labelwheel.media.errors import ImageError
 from labelwheel.media.keepalive import Connection, ConnectionPool
 from labelwheel.media.proxies import Proxy
+from labelwheel.media.tls import tls_context
 from labelwheel.media.urls import HttpURL
 
 __all__ = ["Deadline", "Reply", "http_get"]
@@ -162,21 +163,6 @@ class _Guard:
             return True
 
 
-_TLS: ssl.SSLContext | None = None
-
-
-def _tls_context() -> ssl.SSLContext:
-    global _TLS
-    if _TLS is None:
-        try:
-            import certifi
-
-            _TLS = ssl.create_default_context(cafile=certifi.where())
-        except ImportError:
-            _TLS = ssl.create_default_context()
-    return _TLS
-
-
 _AddrInfo = tuple[socket.AddressFamily, socket.SocketKind, int, str, Any]
 
 
@@ -217,9 +203,11 @@ def _connect(
         if url.scheme == "https":
             _tunnel(sock, url, proxy)
     if url.scheme == "https":
-        tls = _tls_context().wrap_socket(
-            sock, server_hostname=url.host, do_handshake_on_connect=False
-        )
+        try:
+            context = tls_context()
+        except ValueError as exc:  # the environment's certificate bundle cannot be read
+            raise ImageError("unreachable", str(exc)) from None
+        tls = context.wrap_socket(sock, server_hostname=url.host, do_handshake_on_connect=False)
         guard.attach(tls)
         tls.do_handshake()
         return tls

@@ -18,6 +18,7 @@ from urllib.parse import urlparse
 
 from labelwheel.features import DEFAULT_BACKBONE
 from labelwheel.media.proxies import Proxies
+from labelwheel.media.tls import check_trust
 from labelwheel.publishing import PublishPacing
 from labelwheel.semisup import DEFAULT_SEMI, SEMI_MODES
 
@@ -301,6 +302,7 @@ class Settings:
         settings = cls._validate(values)
         try:
             proxies = Proxies.from_environment(environ)
+            check_trust(environ)  # REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE, if set, must load
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         return dataclasses.replace(settings, proxies=proxies)

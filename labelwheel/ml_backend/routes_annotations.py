@@ -272,7 +272,12 @@ def train() -> Response:
         if proj is None and task is not None:
             proj = task.get("project")
         pid, _ = _store_annotation(
-            service, "TRAIN", item, task, {"id": parse_project_id(proj)} if proj else None, None
+            service,
+            "TRAIN",
+            item,
+            task,
+            {"id": parse_project_id(proj)} if proj is not None else None,
+            None,
         )
         stored.add(pid)
     if project_id is not None:

@@ -125,3 +125,13 @@ def test_serve_refuses_an_unusable_proxy(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "HTTPS_PROXY" in result.output and "only http:// proxies" in result.output
     assert "Traceback" not in result.output
+
+
+def test_an_unreadable_certificate_bundle_is_refused(tmp_path: Path) -> None:
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("not a certificate")
+    with pytest.raises(ConfigError, match="REQUESTS_CA_BUNDLE"):
+        Settings.from_env({"MODEL_DIR": str(tmp_path), "REQUESTS_CA_BUNDLE": str(bundle)})
+    import certifi
+
+    Settings.from_env({"MODEL_DIR": str(tmp_path), "REQUESTS_CA_BUNDLE": certifi.where()})

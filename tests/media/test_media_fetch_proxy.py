@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from media_servers import KeepAlive, png_bytes
 
-from labelwheel.media import ImageError, ImageFetcher, ImagePolicy, Proxies, transport
+from labelwheel.media import ImageError, ImageFetcher, ImagePolicy, Proxies
 from labelwheel.media.proxies import Proxy
 from labelwheel.media.urls import parse_http_url
 
@@ -193,7 +193,7 @@ def https_images(cert: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> It
     server = KeepAlive("127.0.0.2", tls=ctx)
     for i, png in enumerate(PNGS):
         server.routes[f"/{i}.png"] = (200, {}, png)
-    monkeypatch.setattr(transport, "_TLS", ssl.create_default_context(cafile=str(cert[1])))
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert[1]))
     yield server
     server.close()
 

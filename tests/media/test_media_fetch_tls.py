@@ -13,10 +13,12 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import certifi
 import pytest
 from media_servers import TOKEN, KeepAlive, png_bytes
 
-from labelwheel.media import ImageError, ImageFetcher, ImagePolicy, transport
+from labelwheel.media import ImageError, ImageFetcher, ImagePolicy
+from labelwheel.media.tls import check_trust
 
 PNG = png_bytes()
 
@@ -72,6 +74,12 @@ def fetcher(timeout: float = 3.0) -> ImageFetcher:
     return ImageFetcher(policy, lambda: {"Authorization": TOKEN})
 
 
+@pytest.fixture(autouse=True)
+def _no_bundle_from_outside(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        monkeypatch.delenv(name, raising=False)
+
+
 def test_untrusted_certificate_is_refused(https_server: tuple[str, list[dict[str, str]]]) -> None:
     url, seen = https_server
     with pytest.raises(ImageError) as e:
@@ -87,7 +95,7 @@ def test_trusted_certificate_is_fetched(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     url, seen = https_server
-    monkeypatch.setattr(transport, "_TLS", ssl.create_default_context(cafile=str(cert[1])))
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert[1]))
     assert fetcher().fetch_bytes(f"{url}/a.png") == PNG
     assert seen[0]["Host"] == url.removeprefix("https://")
     assert "Authorization" not in seen[0]  # an allow-listed host never gets the token
@@ -113,10 +121,51 @@ def test_many_images_over_one_tls_handshake(
     pngs = [png_bytes((i, 0, 0)) for i in range(10)]
     for i, png in enumerate(pngs):
         server.routes[f"/{i}.png"] = (200, {}, png)
-    monkeypatch.setattr(transport, "_TLS", ssl.create_default_context(cafile=str(cert[1])))
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert[1]))
     try:
         f = fetcher()
         assert [f.fetch_bytes(f"{server.url}/{i}.png") for i in range(10)] == pngs
         assert server.per_connection() == [10]  # one connection, so one handshake
     finally:
         server.close()
+
+
+def test_the_bundle_requests_trusts_is_trusted(
+    https_server: tuple[str, list[dict[str, str]]],
+    cert: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """REQUESTS_CA_BUNDLE first, then CURL_CA_BUNDLE; a PEM file or a rehashed folder."""
+    url, _seen = https_server
+    monkeypatch.setenv("CURL_CA_BUNDLE", str(cert[1]))
+    assert fetcher().fetch_bytes(f"{url}/a.png") == PNG
+    folder = tmp_path / "cas"
+    folder.mkdir()
+    shutil.copy(cert[1], folder / "company-ca.pem")
+    subprocess.run(["openssl", "rehash", str(folder)], check=True, capture_output=True)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(folder))
+    assert fetcher().fetch_bytes(f"{url}/b.png") == PNG
+    other = tmp_path / "other.pem"  # a valid bundle without our certificate: it wins, refused
+    other.write_text(Path(certifi.where()).read_text())
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(other))
+    with pytest.raises(ImageError) as e:
+        fetcher().fetch_bytes(f"{url}/c.png")
+    assert e.value.detail == "SSLCertVerificationError"
+
+
+def test_an_unreadable_bundle_is_named(
+    https_server: tuple[str, list[dict[str, str]]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, seen = https_server
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate")
+    for path in (junk, tmp_path / "missing.pem"):
+        monkeypatch.setenv("CURL_CA_BUNDLE", str(path))
+        with pytest.raises(ImageError) as e:
+            fetcher().fetch_bytes(f"{url}/a.png")
+        assert e.value.reason == "unreachable"
+        assert f"CURL_CA_BUNDLE={str(path)!r}" in str(e.value.detail)
+        with pytest.raises(ValueError, match="CURL_CA_BUNDLE"):
+            check_trust()
+    assert seen == []
