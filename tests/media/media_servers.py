@@ -5,7 +5,8 @@
 - :class:`Trickler`: a raw TCP server that answers every connection by trickling bytes (status
   line, then one header byte every ``interval`` seconds, forever) and counts connections;
 - :class:`KeepAlive`: an HTTP/1.1 server that keeps connections open, counts connections and
-  requests, and can close or stall a kept connection the way real servers do.
+  requests, and can close or stall a kept connection the way real servers do;
+- :func:`self_signed_cert`: a key and certificate for ``127.0.0.2`` made by openssl.
 
 Linux routes all of 127.0.0.0/8 to the loopback interface, so ``127.0.0.2`` is a second host.
 """
@@ -15,9 +16,11 @@ from __future__ import annotations
 import io
 import select
 import socket
+import subprocess
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from PIL import Image
@@ -25,6 +28,21 @@ from PIL import Image
 TOKEN = "Token 0123456789abcdef0123456789abcdef01234567"
 
 Route = tuple[int, dict[str, str], bytes]
+
+
+def self_signed_cert(folder: Path) -> tuple[Path, Path]:
+    """(key, certificate) of a one-day self-signed certificate for the IP address 127.0.0.2."""
+    key, crt = folder / "key.pem", folder / "cert.pem"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            "-subj", "/CN=127.0.0.2", "-addext", "subjectAltName=IP:127.0.0.2",
+            "-keyout", str(key), "-out", str(crt),
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return key, crt
 
 
 def png_bytes(color: tuple[int, int, int] = (200, 10, 10)) -> bytes:

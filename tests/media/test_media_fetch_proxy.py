@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from media_servers import KeepAlive, png_bytes
+from media_servers import KeepAlive, png_bytes, self_signed_cert
 
 from labelwheel.media import ImageError, ImageFetcher, ImagePolicy, Proxies
 from labelwheel.media.proxies import Proxy
@@ -163,18 +163,7 @@ def auth_proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyServer
 def cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     if shutil.which("openssl") is None:
         pytest.skip("needs openssl")
-    d = tmp_path_factory.mktemp("tls")
-    key, crt = d / "key.pem", d / "cert.pem"
-    subprocess.run(
-        [
-            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-            "-subj", "/CN=127.0.0.2", "-addext", "subjectAltName=IP:127.0.0.2",
-            "-keyout", str(key), "-out", str(crt),
-        ],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    return key, crt
+    return self_signed_cert(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import certifi
 import pytest
-from media_servers import TOKEN, KeepAlive, png_bytes
+from media_servers import TOKEN, KeepAlive, png_bytes, self_signed_cert
 
 from labelwheel.media import ImageError, ImageFetcher, ImagePolicy
 from labelwheel.media.tls import check_trust
@@ -27,18 +27,7 @@ pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs o
 
 @pytest.fixture(scope="module")
 def cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    d = tmp_path_factory.mktemp("tls")
-    key, crt = d / "key.pem", d / "cert.pem"
-    subprocess.run(
-        [
-            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-            "-subj", "/CN=127.0.0.2", "-addext", "subjectAltName=IP:127.0.0.2",
-            "-keyout", str(key), "-out", str(crt),
-        ],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    return key, crt
+    return self_signed_cert(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.fixture
