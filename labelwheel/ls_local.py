@@ -26,6 +26,8 @@ from pathlib import Path
 
 import requests
 
+from labelwheel.media.proxies import direct_to_loopback
+
 __all__ = [
     "LabelStudioNotInstalledError",
     "LabelStudioStartError",
@@ -207,6 +209,7 @@ def ls_environment(
             "PYTHONUNBUFFERED": "1",
         }
     )
+    direct_to_loopback(env)  # it calls ML backends on 127.0.0.1: never through a proxy
     if local_files_root is not None:
         env["LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED"] = "true"
         env["LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"] = str(Path(local_files_root).resolve())

@@ -33,10 +33,12 @@ from labelwheel.demo.state import (
     _Stop,
     _stop_pid,
 )
+from labelwheel.media.proxies import direct_to_loopback
 
 
 def _backend_env(state: DemoState, state_dir: Path, ls_url: str) -> dict[str, str]:
     env = dict(os.environ)
+    direct_to_loopback(env)  # Label Studio is on 127.0.0.1: never through a proxy
     for key, value in _BACKEND_DEFAULTS.items():
         env.setdefault(key, value)
     env.update(
@@ -244,6 +246,9 @@ def run_up(
     from labelwheel.ls_api import LabelStudioClient, LabelStudioError
     from labelwheel.ls_local import LabelStudioStartError, find_ls_bin, start_label_studio
 
+    # Label Studio and the backend talk to each other, and this process to both, on 127.0.0.1:
+    # a company proxy in the environment must not get those calls (requests reads os.environ)
+    direct_to_loopback(os.environ)
     state_dir = state_dir.resolve()
     state = DemoState.load_or_create(state_dir)
     already = _running_processes(state)

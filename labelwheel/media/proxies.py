@@ -24,12 +24,17 @@ import base64
 import ipaddress
 import os
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 
 from labelwheel.media.urls import HttpURL
 
-__all__ = ["Proxies", "Proxy"]
+__all__ = ["LOOPBACK", "Proxies", "Proxy", "direct_to_loopback"]
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+"""Names of this machine that :func:`direct_to_loopback` keeps off any proxy."""
+
+_PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy")
 
 
 @dataclass(frozen=True)
@@ -190,3 +195,20 @@ class Proxies:
         if any(b.matches(url.host, url.port) for b in self._bypass):
             return None
         return proxy
+
+
+def direct_to_loopback(environ: MutableMapping[str, str]) -> None:
+    """Add this machine's loopback names to ``NO_PROXY`` (both spellings) when ``environ`` sets
+    a proxy, for processes that talk to each other on 127.0.0.1 (``labelwheel up``'s Label Studio
+    and backend): requests, curl and Label Studio itself would otherwise send those calls to a
+    company proxy, which cannot reach this machine's loopback. Nothing changes without a proxy.
+    """
+    if not any(
+        environ.get(v, "").strip() or environ.get(v.upper(), "").strip() for v in _PROXY_VARIABLES
+    ):
+        return
+    current = environ.get("no_proxy", "").strip() or environ.get("NO_PROXY", "").strip()
+    entries = [e.strip() for e in current.split(",") if e.strip()]
+    missing = [name for name in LOOPBACK if name not in entries]
+    merged = ",".join(entries + missing)
+    environ["no_proxy"] = environ["NO_PROXY"] = merged

@@ -27,9 +27,12 @@ from labelwheel.ls_local import copy_data_dir, free_port, port_is_free
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
-def _labelwheel(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def _labelwheel(
+    *args: str, timeout: float = 600, extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LABELWHEEL_", "MODEL_DIR"))}
     env["OMP_NUM_THREADS"] = "1"
+    env.update(extra_env or {})
     return subprocess.run(
         [sys.executable, "-m", "labelwheel.cli", *args],
         capture_output=True,
@@ -176,8 +179,16 @@ def test_e2e_labelwheel_up_and_down(tmp_path, ls_template_dir, ls_credentials, l
             interval=0.2,
         )
 
-        # up again re-uses the state: same project, no duplicate, no re-upload.
-        up2 = _labelwheel("up", "--detach", *common)
+        # up again re-uses the state: same project, no duplicate, no re-upload. This time on a
+        # machine whose environment names a company proxy (one that cannot be reached): Label
+        # Studio, the backend and `up` itself still reach each other on 127.0.0.1.
+        dead_proxy = "http://127.0.0.1:9"
+        up2 = _labelwheel(
+            "up",
+            "--detach",
+            *common,
+            extra_env={"HTTP_PROXY": dead_proxy, "HTTPS_PROXY": dead_proxy, "NO_PROXY": ""},
+        )
         assert up2.returncode == 0, up2.stdout + up2.stderr
         assert "uploading" not in up2.stdout and "created project" not in up2.stdout
         client = LabelStudioClient(url, ls_credentials.token)
@@ -185,6 +196,11 @@ def test_e2e_labelwheel_up_and_down(tmp_path, ls_template_dir, ls_credentials, l
         assert [int(p["id"]) for p in demo] == [pid]
         assert len(list(client.iter_tasks(pid))) == 30
         assert len(client.list_ml_backends(pid)) == 1
+        # Label Studio -> backend under that environment: reading the ML backend makes Label
+        # Studio call its /health and /setup, and says whether they answered
+        ml_id = int(client.list_ml_backends(pid)[0]["id"])
+        detail = client.request("GET", f"/api/ml/{ml_id}").json()
+        assert detail["state"] == "CO", detail
     finally:
         final = _labelwheel("down", "--state-dir", str(state_dir))
         assert final.returncode == 0, final.stderr

@@ -17,7 +17,7 @@ import pytest
 from media_servers import KeepAlive, png_bytes, self_signed_cert
 
 from labelwheel.media import ImageError, ImageFetcher, ImagePolicy, Proxies
-from labelwheel.media.proxies import Proxy
+from labelwheel.media.proxies import Proxy, direct_to_loopback
 from labelwheel.media.urls import parse_http_url
 
 pytest.importorskip("proxy", reason="needs proxy.py (the dev extras)")
@@ -251,3 +251,18 @@ def test_proxy_credentials(
     assert "407" in str(e.value.detail) and "refused the credentials" in str(e.value.detail)
     assert "wrong" not in str(e.value)
     assert len(server.requests) == 1  # only the fetch with the right credentials got through
+
+
+def test_loopback_is_kept_off_the_proxy_only_when_one_is_set() -> None:
+    env = {"PATH": "/bin"}
+    direct_to_loopback(env)
+    assert env == {"PATH": "/bin"}  # no proxy: nothing added
+    env = {"HTTPS_PROXY": "http://p.corp:3128", "NO_PROXY": "ls.internal, localhost"}
+    direct_to_loopback(env)
+    assert env["NO_PROXY"] == env["no_proxy"] == "ls.internal,localhost,127.0.0.1,::1"
+    direct_to_loopback(env)  # idempotent
+    assert env["no_proxy"] == "ls.internal,localhost,127.0.0.1,::1"
+    proxies = Proxies.from_environment(env)
+    for url in ("https://127.0.0.1:8080/a.png", "https://[::1]:8080/a.png", "https://ls.internal/"):
+        assert proxies.for_url(parse_http_url(url)) is None
+    assert proxies.for_url(parse_http_url("https://s3.example/a.png")) is not None
