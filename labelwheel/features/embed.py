@@ -39,6 +39,7 @@ import functools
 import logging
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -87,6 +88,8 @@ class Embedded:
     hashes: list[str | None]
     errors: list[str | None]
     new_hashes: dict[str, str] = field(default_factory=dict)  # ref -> hash learnt by fetching
+    # positions not attempted because the call's deadline passed (no vector and no error)
+    deferred: list[int] = field(default_factory=list)
 
     @property
     def ok(self) -> list[int]:
@@ -199,6 +202,7 @@ class Embedder:
         local: bool = False,
         threads: int | None = None,
         pipelined: bool | None = None,
+        deadline: float | None = None,
     ) -> Embedded:
         """Embed every reference; see the module doc. ``known`` maps references to the content
         hashes learnt earlier (their cached vectors are used without fetching).
@@ -208,7 +212,11 @@ class Embedder:
         goes sequential (both stages are CPU-bound; overlapping them measured 0.91-0.95x the
         rate on photos, 0.97-1.01x on small PNGs). Otherwise it reads on ``fetch_threads``
         threads, pipelined or not as :attr:`pipelined` says. ``threads`` and ``pipelined``
-        override this call's choice."""
+        override this call's choice.
+
+        ``deadline`` (a :func:`time.monotonic` value): images not started by then are left
+        undone, their positions listed in :attr:`Embedded.deferred`. The first chunk (sequential)
+        or backbone pass's worth of images (pipelined) is always done, so every call progresses."""
         if threads is not None and threads < 1:
             raise ValueError(f"threads must be at least 1, got {threads}")
         if threads is not None:
@@ -241,10 +249,13 @@ class Embedder:
         keep = _Keep(self.cache, self._writer.get() if todo and self.cache.dir else None)
         try:
             if pipelined:
-                self._embed_stream(refs, todo, read, out, workers, keep, bar)
+                self._embed_stream(refs, todo, read, out, workers, keep, bar, deadline)
             else:
                 chunk = max(1, self.batch_size)
                 for start in range(0, len(todo), chunk):
+                    if start and deadline is not None and time.monotonic() > deadline:
+                        out.deferred.extend(todo[start:])
+                        break
                     self._embed_chunk(refs, todo[start : start + chunk], read, out, workers, keep)
                     if bar is not None:
                         bar.update(len(todo[start : start + chunk]))
@@ -263,9 +274,11 @@ class Embedder:
         threads: int,
         keep: _Keep,
         bar: Any = None,
+        deadline: float | None = None,
     ) -> None:
         """The pipelined path: images are prepared ahead on this call's threads (bounded, in
-        order) while the backbone embeds the current pass; each content is embedded once."""
+        order) while the backbone embeds the current pass; each content is embedded once. Past
+        ``deadline`` (after one pass's worth), the images not yet taken are deferred."""
         if not positions:
             return
         # Threads of this call only (see _embed_chunk); a request whose images sit on a slow
@@ -300,7 +313,11 @@ class Embedder:
             thread_name_prefix="lw-fetch",
         )
         try:
-            for i, (sha, item, err) in zip(positions, prepared, strict=True):
+            for k, i in enumerate(positions):
+                if k >= step and deadline is not None and time.monotonic() > deadline:
+                    out.deferred.extend(positions[k:])
+                    break  # what is gathered is embedded below; read-ahead is dropped
+                sha, item, err = next(prepared)
                 taken += 1
                 if err is not None:
                     out.errors[i] = err

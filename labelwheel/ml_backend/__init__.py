@@ -14,7 +14,7 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from flask import Flask
 
@@ -201,7 +201,9 @@ class BackendService:
                 model, known = self.model, config
 
                 def predict(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
-                    return model.predict(project_id, known, tasks)[0]
+                    results, _failed, _deferred = model.predict(project_id, known, tasks)
+                    # no deadline, so nothing deferred: one prediction (a dict) per task
+                    return cast(list[dict[str, Any]], results)
 
                 publish_version(
                     client,

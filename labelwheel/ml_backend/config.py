@@ -163,6 +163,16 @@ VARIABLES: tuple[Variable, ...] = (
         "processed in chunks of LABELWHEEL_BATCH_SIZE images, so memory does not grow with it.",
     ),
     Variable(
+        "LABELWHEEL_PREDICT_BUDGET",
+        "60",
+        "Seconds a /predict may spend reading and embedding images before it answers with the "
+        "tasks done: the others get no prediction this time (an empty list, which Label Studio "
+        "skips without an error; the next 'Retrieve predictions' asks for them again, and the "
+        "background pool ranking embeds them meanwhile). Keep it under Label Studio's "
+        "ML_TIMEOUT_PREDICT (100 s by default). The first batch of images is always done; "
+        "0 = no limit.",
+    ),
+    Variable(
         "LABELWHEEL_PREDICT_POOL_WAIT",
         "0.5",
         "Seconds a /predict waits for the project's background pool ranking (listing, embedding "
@@ -258,6 +268,7 @@ class Settings:
     publish_chunk: int = 2000
     max_request_bytes: int = 64 * 2**20
     max_predict_tasks: int = 10_000
+    predict_budget: float = 60.0
     predict_pool_wait: float = 0.5
     pool_jobs: int = 2
     events_max: int = 100_000
@@ -393,6 +404,7 @@ class Settings:
             publish_chunk=_int("LABELWHEEL_PUBLISH_CHUNK", v, 1, 5000),
             max_request_bytes=_int("LABELWHEEL_MAX_REQUEST_BYTES", v, 1024, 2**34),
             max_predict_tasks=_int("LABELWHEEL_MAX_PREDICT_TASKS", v, 1, 10_000_000),
+            predict_budget=_float("LABELWHEEL_PREDICT_BUDGET", v, 0.0, 3600.0),
             predict_pool_wait=_float("LABELWHEEL_PREDICT_POOL_WAIT", v, 0.0, 60.0),
             pool_jobs=_int("LABELWHEEL_POOL_JOBS", v, 1, 64),
             events_max=_int("LABELWHEEL_EVENTS_MAX", v, 0, 1_000_000_000),

@@ -91,6 +91,7 @@ class Metrics:
         self.webhook_events: dict[str, int] = {}
         self.predictions = 0
         self.prediction_failures = 0
+        self.predictions_deferred = 0
 
     def observe_request(self, endpoint: str, method: str, status: int, seconds: float) -> None:
         """Count a request and record its latency (unknown methods count as ``other``)."""
@@ -116,11 +117,13 @@ class Metrics:
         with self._lock:
             self.webhook_events[action] = self.webhook_events.get(action, 0) + 1
 
-    def count_predictions(self, total: int, failed: int) -> None:
-        """Count predictions returned and those without a result because the image failed."""
+    def count_predictions(self, total: int, failed: int, deferred: int = 0) -> None:
+        """Count predictions returned, those without a result because the image failed, and
+        tasks left unanswered when a request ran out of its time budget."""
         with self._lock:
             self.predictions += total
             self.prediction_failures += failed
+            self.predictions_deferred += deferred
 
     def render(self, service: Any) -> str:
         """The exposition text: in-memory metrics plus gauges read from the service's store."""
@@ -167,6 +170,12 @@ class Metrics:
                 "Predictions left empty because the image could not be fetched or decoded.",
             )
             out.append(f"labelwheel_prediction_image_failures_total {self.prediction_failures}")
+            family(
+                "labelwheel_predictions_deferred_total",
+                "counter",
+                "Tasks a /predict left unanswered when it ran out of LABELWHEEL_PREDICT_BUDGET.",
+            )
+            out.append(f"labelwheel_predictions_deferred_total {self.predictions_deferred}")
 
         store = service.store
         family(

@@ -120,7 +120,7 @@ class Model:
         self.embedder.close()
         self._fit_process.close()
 
-    def embed_refs(self, refs: Sequence[str | None]) -> Embedded:
+    def embed_refs(self, refs: Sequence[str | None], deadline: float | None = None) -> Embedded:
         """Embed images by reference; per-image failures are reported, never raised.
 
         Images whose content hash is known and cached are not fetched again; the others are
@@ -128,19 +128,24 @@ class Model:
         under the local-files root, ``data:`` URIs), decoding is the work: a chunk is decoded on
         as many threads as cores and one more, then embedded (overlapping two CPU-bound stages,
         or more threads, only take the backbone's cores); otherwise the fetch threads read ahead
-        while the backbone runs.
+        while the backbone runs. Past ``deadline`` (:func:`time.monotonic`), images not started
+        are left undone (:attr:`Embedded.deferred`).
         """
-        return self._embed(self.embedder, refs)
+        return self._embed(self.embedder, refs, deadline)
 
     def embed_pool_refs(self, refs: Sequence[str | None]) -> Embedded:
         """:meth:`embed_refs` for the background pool jobs (their own fetch threads)."""
         return self._embed(self.pool_embedder, refs)
 
-    def _embed(self, embedder: Embedder, refs: Sequence[str | None]) -> Embedded:
+    def _embed(
+        self, embedder: Embedder, refs: Sequence[str | None], deadline: float | None = None
+    ) -> Embedded:
         known = self.store.image_hashes([r for r in refs if isinstance(r, str)])
         fetcher = self.link.fetcher()
         local = all(fetcher.is_local(r) for r in refs if r)
-        embedded = embedder.embed_refs(refs, self._read, known=known, local=local)
+        embedded = embedder.embed_refs(
+            refs, self._read, known=known, local=local, deadline=deadline
+        )
         if embedded.new_hashes:
             self.store.remember_image_hashes(embedded.new_hashes)
         return embedded
@@ -345,13 +350,22 @@ class Model:
     # -- prediction ----------------------------------------------------------------------------
 
     def predict(
-        self, project_id: int, config: ClassificationConfig, tasks: list[dict[str, Any]]
-    ) -> tuple[list[dict[str, Any]], int]:
-        """One prediction per task, same order, and how many tasks' images failed (those get an
-        empty result; so do all tasks while no model can pre-label yet)."""
+        self,
+        project_id: int,
+        config: ClassificationConfig,
+        tasks: list[dict[str, Any]],
+        deadline: float | None = None,
+    ) -> tuple[list[dict[str, Any] | list[Any]], int, int]:
+        """One answer per task, same order; how many tasks' images failed (those get an empty
+        result; so do all tasks while no model can pre-label yet); how many were deferred.
+
+        Past ``deadline`` (:func:`time.monotonic`), tasks whose images were not started get an
+        empty list instead of a prediction: Label Studio skips such an answer without an error
+        and asks for the task again at its next "Retrieve predictions"."""
         version, head = self.current(project_id)
         refs = [task_ref(t, config.data_key) for t in tasks]
-        embedded = self.embed_refs(refs)
+        embedded = self.embed_refs(refs, deadline)
+        deferred = set(embedded.deferred)
         ids = [t.get("id") if isinstance(t.get("id"), int) else None for t in tasks]
         for task_id, err in zip(ids, embedded.errors, strict=True):
             if err is not None:
@@ -369,8 +383,11 @@ class Model:
                     if name in head.labels:
                         probs[ok, j] = part[:, head.labels.index(name)]
         scores = self._scores(project_id, config, ids, embedded.vectors)
-        out = []
+        out: list[dict[str, Any] | list[Any]] = []
         for i, task in enumerate(tasks):
+            if i in deferred:
+                out.append([])
+                continue
             result: list[dict[str, Any]] = []
             if probs is not None and embedded.vectors[i] is not None:
                 result = config.prediction_result([float(p) for p in probs[i]])
@@ -385,7 +402,17 @@ class Model:
                 )
                 prediction = {"result": [], "score": scores[i], "model_version": version}
             out.append(prediction)
-        return out, sum(1 for err in embedded.errors if err is not None)
+        if deferred:
+            log.warning(
+                "project %d: /predict answered %d of %d tasks within LABELWHEEL_PREDICT_BUDGET; "
+                "Label Studio skips the other %d until it asks again",
+                project_id,
+                len(tasks) - len(deferred),
+                len(tasks),
+                len(deferred),
+            )
+        failed = sum(1 for err in embedded.errors if err is not None)
+        return out, failed, len(deferred)
 
     def _scores(
         self,

@@ -7,6 +7,8 @@ versions and metrics are read by :mod:`~labelwheel.ml_backend.routes_versions`.
 
 from __future__ import annotations
 
+import time
+
 from flask import Response, jsonify
 
 from labelwheel import __version__
@@ -64,6 +66,7 @@ def setup() -> Response:
 @bp.post("/predict")
 def predict() -> Response:
     """Pre-label and score tasks: ``{"results": [...]}``, one per task, same order."""
+    started = time.monotonic()
     service = current_service()
     body = json_body()
     tasks = body.get("tasks")
@@ -90,6 +93,8 @@ def predict() -> Response:
         service.store.remember_label_config(project_id, config.xml)
     if not tasks:
         return jsonify({"results": []})
-    results, image_failures = service.model.predict(project_id, config, tasks)
-    service.metrics.count_predictions(len(results), image_failures)
+    budget = service.settings.predict_budget
+    deadline = started + budget if budget > 0 else None
+    results, image_failures, deferred = service.model.predict(project_id, config, tasks, deadline)
+    service.metrics.count_predictions(len(results) - deferred, image_failures, deferred)
     return jsonify({"results": results, "model_version": service.model.version_name(project_id)})

@@ -225,3 +225,66 @@ def test_local_images_are_read_by_a_thread_per_core_and_one(
     resp = client.post("/predict", json=predict_body(mixed, start=100))
     assert resp.status_code == 200
     assert len(readers) > local_read_threads()  # a network reference: the fetch threads
+
+
+class SlowBackbone(CountingBackbone):
+    """The real backbone, taking at least ``seconds`` per forward pass (a busy CPU)."""
+
+    def __init__(self, inner: Any, seconds: float) -> None:
+        super().__init__(inner)
+        self.seconds = seconds
+
+    def forward(self, inputs: Any) -> Any:
+        import time
+
+        time.sleep(self.seconds)
+        return super().forward(inputs)
+
+
+def test_a_request_past_its_budget_answers_what_is_done(
+    make_app: Any, backbone: Any, photos: dict[str, bytes]
+) -> None:
+    slow = SlowBackbone(backbone, 0.3)
+    app = make_app(
+        BACKBONE_LOADER=lambda: slow,
+        LABELWHEEL_BATCH_SIZE="2",
+        LABELWHEEL_PREDICT_BUDGET="0.1",
+    )
+    client = app.test_client()
+    names = ["astronaut", "camera", "chelsea", "coffee", "coins", "horse", "rocket"]
+    refs = [data_uri(photos[n]) for n in names]
+    resp = client.post("/predict", json=predict_body(refs))
+    assert resp.status_code == 200, resp.get_json()
+    results = resp.get_json()["results"]
+    assert len(results) == 7  # one answer per task, as Label Studio requires
+    # the first chunk (2 images) is always done; the rest is left for the next request as an
+    # empty list, which Label Studio skips without an error
+    assert all(isinstance(r, dict) and r["model_version"] == "v0" for r in results[:2])
+    assert results[2:] == [[]] * 5
+    assert slow.images == 2
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert "labelwheel_predictions_deferred_total 5" in metrics
+    assert "labelwheel_predictions_total 2" in metrics
+    # asked again (Label Studio sends the tasks still without a prediction), each request
+    # makes progress, and the tasks end up answered
+    for _ in range(4):
+        pending = [i for i, r in enumerate(results) if r == []]
+        if not pending:
+            break
+        again = client.post("/predict", json=predict_body([refs[i] for i in pending], start=1))
+        for i, r in zip(pending, again.get_json()["results"], strict=True):
+            results[i] = r
+    assert all(isinstance(r, dict) for r in results)
+    assert slow.images == 7  # every image embedded once
+
+
+def test_no_budget_answers_every_task(
+    make_app: Any, backbone: Any, photos: dict[str, bytes]
+) -> None:
+    slow = SlowBackbone(backbone, 0.05)
+    app = make_app(
+        BACKBONE_LOADER=lambda: slow, LABELWHEEL_BATCH_SIZE="2", LABELWHEEL_PREDICT_BUDGET="0"
+    )
+    refs = [data_uri(photos[n]) for n in ("astronaut", "camera", "chelsea", "coffee", "coins")]
+    results = app.test_client().post("/predict", json=predict_body(refs)).get_json()["results"]
+    assert all(isinstance(r, dict) for r in results) and len(results) == 5
