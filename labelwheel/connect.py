@@ -177,12 +177,32 @@ def backend_predictor(
     timeout: float = 600.0,
 ) -> Callable[[list[dict[str, Any]]], list[dict[str, Any]]]:
     """A function that asks the backend's ``/predict`` for a list of tasks, as Label Studio
-    would (same body), and returns the predictions in task order."""
+    would (same body), and returns the predictions in task order. Tasks the backend left for
+    later (an empty list: its time budget ran out) are asked for again until every task has
+    its prediction; each request makes progress, and one that does not is an error."""
     url = backend_url.rstrip("/") + "/predict"
     auth = basic_auth_header(*basic_auth) if basic_auth else {}
     session = requests.Session()
 
     def predict(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        out: list[dict[str, Any] | None] = [None] * len(tasks)
+        pending = list(range(len(tasks)))
+        while pending:
+            results = ask([tasks[i] for i in pending])
+            later = []
+            for i, result in zip(pending, results, strict=True):
+                if isinstance(result, dict):
+                    out[i] = dict(result)
+                elif result == []:
+                    later.append(i)
+                else:
+                    raise ConnectError(f"POST {url}: a result is neither a prediction nor []")
+            if len(later) == len(pending):
+                raise ConnectError(f"POST {url}: no task answered ({len(later)} left for later)")
+            pending = later
+        return [r for r in out if r is not None]
+
+    def ask(tasks: list[dict[str, Any]]) -> list[Any]:
         body = {
             "tasks": [{"id": int(t["id"]), "data": t.get("data") or {}} for t in tasks],
             "project": f"{int(project_id)}.{int(time.time())}",
@@ -197,7 +217,7 @@ def backend_predictor(
         results = resp.json().get("results")
         if not isinstance(results, list) or len(results) != len(tasks):
             raise ConnectError(f"POST {url}: expected {len(tasks)} results")
-        return [dict(r) for r in results]
+        return results
 
     return predict
 

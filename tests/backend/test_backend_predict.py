@@ -288,3 +288,36 @@ def test_no_budget_answers_every_task(
     refs = [data_uri(photos[n]) for n in ("astronaut", "camera", "chelsea", "coffee", "coins")]
     results = app.test_client().post("/predict", json=predict_body(refs)).get_json()["results"]
     assert all(isinstance(r, dict) for r in results) and len(results) == 5
+
+
+def test_connect_asks_again_for_the_tasks_left_for_later(
+    make_app: Any, backbone: Any, photos: dict[str, bytes]
+) -> None:
+    """``labelwheel connect``'s predictor (real HTTP to a served app) gets every task's
+    prediction from a backend whose budget answers a few per request."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from labelwheel.connect import backend_predictor
+
+    slow = SlowBackbone(backbone, 0.3)
+    app = make_app(
+        BACKBONE_LOADER=lambda: slow, LABELWHEEL_BATCH_SIZE="2", LABELWHEEL_PREDICT_BUDGET="0.1"
+    )
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        predict = backend_predictor(f"http://127.0.0.1:{server.port}", 1, CONFIG_SINGLE, None)
+        names = ["astronaut", "camera", "chelsea", "coffee", "coins", "horse", "rocket"]
+        tasks = [{"id": i + 1, "data": {"image": data_uri(photos[n])}} for i, n in enumerate(names)]
+        predictions = predict(tasks)
+    finally:
+        server.shutdown()
+        thread.join(10)
+    assert len(predictions) == 7
+    assert all(p["model_version"] == "v0" and "result" in p for p in predictions)
+    assert slow.images == 7  # asked again for the deferred ones: 4 requests of 2, 2, 2, 1
+    metrics = app.test_client().get("/metrics").get_data(as_text=True)
+    assert "labelwheel_predictions_deferred_total 9" in metrics  # 5 + 3 + 1 left for later
