@@ -174,6 +174,8 @@ def backend_env(model_dir: Path, extra: dict[str, str] | None = None) -> dict[st
             "MODEL_DIR": str(model_dir),
             "LABELWHEEL_RETRAIN_EVERY": "0",
             "LABELWHEEL_PUBLISH": "false",
+            # whole requests are measured, however long their huge images take
+            "LABELWHEEL_PREDICT_BUDGET": "0",
             "LABELWHEEL_LOG_LEVEL": "WARNING",
             "OMP_NUM_THREADS": "1",
             "PYTHONPATH": str(ROOT),
