@@ -236,6 +236,19 @@ def create_project(
     return int(client.create_project(title, image_classification_config(labels))["id"])
 
 
+def add_ml_backend(ls_sdk: Any, project_id: int, backend: Backend) -> Any:
+    """Register ``backend`` on a project through Label Studio's SDK, as a user does in the UI
+    (basic auth): Label Studio calls its /health and /setup. Returns the SDK's ML backend."""
+    return ls_sdk.ml.create(
+        project=project_id,
+        url=backend.url,
+        title="labelwheel",
+        auth_method="BASIC_AUTH",
+        basic_auth_user=backend.user,
+        basic_auth_pass=backend.password,
+    )
+
+
 def connect(client: LabelStudioClient, project_id: int, backend: Backend, **kw: Any) -> Any:
     """``labelwheel connect`` for a project (basic auth, webhook header, predictions, view)."""
     return connect_project(

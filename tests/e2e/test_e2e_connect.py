@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 from e2e_helpers import (
+    add_ml_backend,
     annotate,
     chosen_label,
     connect,
@@ -39,14 +40,7 @@ def test_e2e_connect_calls_health_and_setup(client, ls_sdk, backend, demo_images
     client.import_files(pid, demo_images.paths[:4])
     health0, setup0 = _requests(backend, "/health"), _requests(backend, "/setup")
 
-    ml = ls_sdk.ml.create(
-        project=pid,
-        url=backend.url,
-        title="labelwheel",
-        auth_method="BASIC_AUTH",
-        basic_auth_user=backend.user,
-        basic_auth_pass=backend.password,
-    )
+    ml = add_ml_backend(ls_sdk, pid, backend)
 
     assert ml.id
     assert [m["id"] for m in client.list_ml_backends(pid)] == [ml.id]
@@ -67,14 +61,7 @@ def test_e2e_connect_unservable_config_shows_clear_error(client, ls_sdk, backend
     setup_400 = _requests(backend, "/setup", "400")
 
     with pytest.raises(ApiError) as info:
-        ls_sdk.ml.create(
-            project=project["id"],
-            url=backend.url,
-            title="labelwheel",
-            auth_method="BASIC_AUTH",
-            basic_auth_user=backend.user,
-            basic_auth_pass=backend.password,
-        )
+        add_ml_backend(ls_sdk, project["id"], backend)
 
     assert info.value.status_code == 400
     text = str(info.value.body)
@@ -108,14 +95,7 @@ def test_e2e_prelabel_uploaded_and_data_uri_tasks(client, ls_sdk, backend, demo_
     assert all(tasks[t]["data"]["image"].startswith("data:image/png;base64,") for t in inline)
     config = parse_classification_config(_config(client, pid))
 
-    ml = ls_sdk.ml.create(
-        project=pid,
-        url=backend.url,
-        title="labelwheel",
-        auth_method="BASIC_AUTH",
-        basic_auth_user=backend.user,
-        basic_auth_pass=backend.password,
-    )
+    ml = add_ml_backend(ls_sdk, pid, backend)
     predict0 = _requests(backend, "/predict")
     ls_sdk.actions.create(
         id="retrieve_tasks_predictions",

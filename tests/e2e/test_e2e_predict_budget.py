@@ -5,7 +5,7 @@ those, skips the others without an error, and asking again completes them."""
 from __future__ import annotations
 
 import pytest
-from e2e_helpers import create_project, predictions_by_task
+from e2e_helpers import add_ml_backend, create_project, predictions_by_task
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -22,14 +22,7 @@ def test_e2e_retrieve_predictions_over_budget(
     ids = client.import_files(pid, demo_images.paths[:N_TASKS])
     assert len(ids) == N_TASKS
     log_start = label_studio.log_path.stat().st_size
-    ls_sdk.ml.create(
-        project=pid,
-        url=backend.url,
-        title="labelwheel",
-        auth_method="BASIC_AUTH",
-        basic_auth_user=backend.user,
-        basic_auth_pass=backend.password,
-    )
+    add_ml_backend(ls_sdk, pid, backend)
     schema = client.get_project(pid)["label_config"]
     setup = backend.post("/setup", json={"project": f"{pid}.0", "schema": schema})
     version = setup.json()["model_version"]
