@@ -167,10 +167,11 @@ VARIABLES: tuple[Variable, ...] = (
         "60",
         "Seconds a /predict may spend reading and embedding images before it answers with the "
         "tasks done: the others get no prediction this time (an empty list, which Label Studio "
-        "skips without an error; the next 'Retrieve predictions' asks for them again, and the "
-        "background pool ranking embeds them meanwhile). Keep it under Label Studio's "
-        "ML_TIMEOUT_PREDICT (100 s by default). The first batch of images is always done; "
-        "0 = no limit.",
+        "skips without an error). Once their images are embedded, the backend has Label Studio "
+        "retrieve their predictions (with a Label Studio key and LABELWHEEL_PUBLISH on; "
+        "otherwise the next 'Retrieve predictions' asks for them). Keep it under Label "
+        "Studio's ML_TIMEOUT_PREDICT (100 s by default). The first batch of images is always "
+        "done; 0 = no limit.",
     ),
     Variable(
         "LABELWHEEL_PREDICT_POOL_WAIT",

@@ -177,6 +177,20 @@ class Metrics:
             )
             out.append(f"labelwheel_predictions_deferred_total {self.predictions_deferred}")
 
+        deferred = service.model.deferred
+        family(
+            "labelwheel_predictions_deferred_pending",
+            "gauge",
+            "Tasks left for later whose predictions Label Studio has not been asked to retrieve.",
+        )
+        out.append(f"labelwheel_predictions_deferred_pending {deferred.pending()}")
+        family(
+            "labelwheel_predictions_deferred_retrieved_total",
+            "counter",
+            "Tasks left for later whose predictions Label Studio was asked to retrieve.",
+        )
+        out.append(f"labelwheel_predictions_deferred_retrieved_total {deferred.retrieved}")
+
         store = service.store
         family(
             "labelwheel_model_version_info",

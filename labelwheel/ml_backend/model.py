@@ -27,6 +27,7 @@ import numpy as np
 from labelwheel.features import Backbone, Embedded, Embedder
 from labelwheel.head import Head, NotEnoughLabels, Scaling, TrainingError, load_head, save_head
 from labelwheel.ml_backend.config import Settings
+from labelwheel.ml_backend.deferred import DeferredPredictions
 from labelwheel.ml_backend.pool_jobs import PoolJobs
 from labelwheel.ml_backend.ranking import PoolRanking, Rankings, task_ref
 from labelwheel.ml_backend.store import Annotation, Store, Version
@@ -88,12 +89,16 @@ class Model:
         self.rankings = Rankings(
             settings, store, link, self.embed_pool_refs, self.current, self.cache.get
         )
+        self.deferred = DeferredPredictions(
+            link, self.embed_pool_refs, publish=settings.publish, pacing=settings.pacing
+        )
         self.pool_jobs = PoolJobs(
             self.rankings,
             link,
             settings.pool_jobs,
             publish=settings.publish,
             pacing=settings.pacing,
+            after_ready=self.deferred.retrieve,
         )
         self._fit_process = FitProcess()
 
@@ -360,13 +365,17 @@ class Model:
         result; so do all tasks while no model can pre-label yet); how many were deferred.
 
         Past ``deadline`` (:func:`time.monotonic`), tasks whose images were not started get an
-        empty list instead of a prediction: Label Studio skips such an answer without an error
-        and asks for the task again at its next "Retrieve predictions"."""
+        empty list instead of a prediction: Label Studio skips such an answer without an error.
+        They are remembered (:mod:`labelwheel.ml_backend.deferred`) and, once their images are
+        embedded, Label Studio is asked to retrieve their predictions."""
         version, head = self.current(project_id)
         refs = [task_ref(t, config.data_key) for t in tasks]
         embedded = self.embed_refs(refs, deadline)
         deferred = set(embedded.deferred)
         ids = [t.get("id") if isinstance(t.get("id"), int) else None for t in tasks]
+        if deferred:  # before the pool job can end (it hands them to Label Studio when ready)
+            owed = {tid: refs[i] for i in deferred if (tid := ids[i]) is not None}
+            self.deferred.remember(project_id, owed)
         for task_id, err in zip(ids, embedded.errors, strict=True):
             if err is not None:
                 log.warning("project %d task %s: no prediction: %s", project_id, task_id, err)
@@ -405,12 +414,14 @@ class Model:
         if deferred:
             log.warning(
                 "project %d: /predict answered %d of %d tasks within LABELWHEEL_PREDICT_BUDGET; "
-                "Label Studio skips the other %d until it asks again",
+                "the other %d are retrieved through Label Studio once embedded",
                 project_id,
                 len(tasks) - len(deferred),
                 len(tasks),
                 len(deferred),
             )
+            if not self.pool_jobs.running(project_id):  # no job will hand them over
+                self.deferred.retrieve_soon(project_id)
         failed = sum(1 for err in embedded.errors if err is not None)
         return out, failed, len(deferred)
 

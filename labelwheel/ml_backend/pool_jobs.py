@@ -15,7 +15,9 @@ longer than Label Studio waits for ``/predict`` (100 s), so it never runs inside
 - ``/predict`` waits at most ``LABELWHEEL_PREDICT_POOL_WAIT`` seconds for a job; the tasks it
   answers with a provisional score are remembered (:meth:`PoolJobs.remember_provisional`) and,
   when the job is ready, their predictions of the serving version get the pool score in Label
-  Studio (``PATCH /api/predictions/<id>``, paced like a publish).
+  Studio (``PATCH /api/predictions/<id>``, paced like a publish);
+- when a job ends, ``after_ready(project_id)`` runs in its thread: the backend hands there the
+  tasks a ``/predict`` left for later (:mod:`labelwheel.ml_backend.deferred`).
 """
 
 from __future__ import annotations
@@ -117,8 +119,10 @@ class PoolJobs:
         publish: bool = True,
         current_version: Callable[[int], str] | None = None,
         pacing: PublishPacing = DEFAULT_PACING,
+        after_ready: Callable[[int], Any] | None = None,
     ) -> None:
         self.rankings = rankings
+        self._after_ready = after_ready
         self.pacing = pacing
         self.link = link
         self.publish = publish
@@ -211,6 +215,12 @@ class PoolJobs:
         with self._cond:
             return any(t.is_alive() for t in self._threads.values())
 
+    def running(self, project_id: int) -> bool:
+        """Whether the project's job is running (so its ``after_ready`` is still to come)."""
+        with self._cond:
+            thread = self._threads.get(project_id)
+            return thread is not None and thread.is_alive()
+
     def close(self, timeout: float = 5.0) -> None:
         """Stop starting jobs and wait a little for the running ones."""
         with self._cond:
@@ -252,6 +262,11 @@ class PoolJobs:
         finally:
             with self._cond:
                 self._cond.notify_all()
+            if self._after_ready is not None and not self._stop:
+                try:
+                    self._after_ready(project_id)
+                except Exception:
+                    log.exception("project %d: after the pool job", project_id)
 
     def _compute(self, project_id: int, config: ClassificationConfig) -> PoolRanking | None:
         started = time.time()
