@@ -27,7 +27,7 @@ import urllib.parse
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 
-from labelwheel.media.urls import HttpURL
+from labelwheel.media.urls import HttpURL, host_port
 
 __all__ = ["LOOPBACK", "Proxies", "Proxy", "direct_to_loopback"]
 
@@ -45,13 +45,8 @@ class Proxy:
     port: int
     authorization: str | None = field(default=None, repr=False)
 
-    @property
-    def netloc(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
-
     def __str__(self) -> str:
-        return f"http://{self.netloc}"  # never the credentials
+        return f"http://{host_port(self.host, self.port)}"  # never the credentials
 
     def refusal(self, status: int, what: str) -> str:
         """Why a request through this proxy failed, for an error message."""
@@ -155,29 +150,21 @@ class Proxies:
         if unknown:
             raise ValueError(f"proxies are chosen by URL scheme (http, https), not {unknown}")
         self.no_proxy = no_proxy
-        entries = [e for e in no_proxy.replace(" ", ",").split(",") if e.strip()]
-        self._everywhere_direct = any(e.strip() == "*" for e in entries)
+        entries = _entries(no_proxy)
+        self._everywhere_direct = "*" in entries
         self._bypass = [b for b in map(_bypass_entry, entries) if b is not None]
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> Proxies:
         """The proxies the environment sets (``os.environ`` unless given)."""
         env = os.environ if environ is None else environ
-
-        def read(var: str) -> tuple[str, str] | None:
-            for name in (var.lower(), var.upper()):
-                value = env.get(name, "").strip()
-                if value:
-                    return name, value
-            return None
-
-        fallback = read("all_proxy")
+        fallback = _variable(env, "all_proxy")
         by_scheme = {}
         for scheme in ("http", "https"):
-            found = read(f"{scheme}_proxy") or fallback
+            found = _variable(env, f"{scheme}_proxy") or fallback
             if found is not None:
                 by_scheme[scheme] = Proxy.parse(found[1], found[0])
-        no_proxy = read("no_proxy")
+        no_proxy = _variable(env, "no_proxy")
         return cls(by_scheme, no_proxy[1] if no_proxy else "")
 
     def __bool__(self) -> bool:
@@ -197,18 +184,31 @@ class Proxies:
         return proxy
 
 
+def _variable(environ: Mapping[str, str], var: str) -> tuple[str, str] | None:
+    """(name, value) of a proxy variable set in ``environ``, lower case first (as curl reads
+    it), or None when neither spelling is set to something."""
+    for name in (var.lower(), var.upper()):
+        value = environ.get(name, "").strip()
+        if value:
+            return name, value
+    return None
+
+
+def _entries(no_proxy: str) -> list[str]:
+    """A ``NO_PROXY`` value's entries (separated by commas or spaces)."""
+    return [e for e in no_proxy.replace(" ", ",").split(",") if e]
+
+
 def direct_to_loopback(environ: MutableMapping[str, str]) -> None:
     """Add this machine's loopback names to ``NO_PROXY`` (both spellings) when ``environ`` sets
     a proxy, for processes that talk to each other on 127.0.0.1 (``labelwheel up``'s Label Studio
     and backend): requests, curl and Label Studio itself would otherwise send those calls to a
     company proxy, which cannot reach this machine's loopback. Nothing changes without a proxy.
     """
-    if not any(
-        environ.get(v, "").strip() or environ.get(v.upper(), "").strip() for v in _PROXY_VARIABLES
-    ):
+    if not any(_variable(environ, v) for v in _PROXY_VARIABLES):
         return
-    current = environ.get("no_proxy", "").strip() or environ.get("NO_PROXY", "").strip()
-    entries = [e.strip() for e in current.split(",") if e.strip()]
+    current = _variable(environ, "no_proxy")
+    entries = _entries(current[1] if current else "")
     missing = [name for name in LOOPBACK if name not in entries]
     merged = ",".join(entries + missing)
     environ["no_proxy"] = environ["NO_PROXY"] = merged

@@ -200,7 +200,7 @@ def _connect(
         sock = _open(url.host, url.port, deadline, guard, "")
     else:
         sock = _open(proxy.host, proxy.port, deadline, guard, f" to proxy {proxy}")
-        if url.scheme == "https":
+        if _forwarder(url, proxy) is None:
             _tunnel(sock, url, proxy)
     if url.scheme == "https":
         try:
@@ -250,11 +250,13 @@ def _tunnel(sock: socket.socket, url: HttpURL, proxy: Proxy) -> None:
     finally:
         resp.close()  # the reader over the socket, not the socket
     if resp.status != 200:
-        raise _ProxyRefused(proxy.refusal(resp.status, "CONNECT"))
+        raise ImageError("unreachable", proxy.refusal(resp.status, "CONNECT"))
 
 
-class _ProxyRefused(Exception):
-    """The proxy would not open a tunnel."""
+def _forwarder(url: HttpURL, proxy: Proxy | None) -> Proxy | None:
+    """The proxy that is sent ``url``'s request itself: a plain ``http://`` one. An
+    ``https://`` request goes through the proxy's tunnel, unseen by it (None)."""
+    return proxy if url.scheme == "http" else None
 
 
 @dataclass(frozen=True)
@@ -318,9 +320,10 @@ def http_get(
 def _pool_key(url: HttpURL, proxy: Proxy | None) -> tuple[str, str, int]:
     """What a kept connection is kept by: the origin, a tunnel's too, or for plain HTTP through
     a proxy the proxy (one connection to it serves every origin)."""
-    if proxy is None or url.scheme == "https":
+    forwarder = _forwarder(url, proxy)
+    if forwarder is None:
         return url.origin
-    return ("http-proxy", proxy.host, proxy.port)
+    return ("http-proxy", forwarder.host, forwarder.port)
 
 
 def _exchange(
@@ -349,12 +352,12 @@ def _exchange(
             conn.sock.settimeout(max(deadline.remaining(), 0.001))
         connected = True
         client = conn.conn
-        plain_proxy = proxy is not None and url.scheme == "http"
-        target = str(url) if plain_proxy else url.target  # a proxy is sent the absolute URL
+        forwarder = _forwarder(url, proxy)
+        target = url.target if forwarder is None else str(url)  # a proxy gets the absolute URL
         client.putrequest("GET", target, skip_host=True, skip_accept_encoding=True)
         client.putheader("Host", url.netloc)
-        if plain_proxy and proxy is not None and proxy.authorization is not None:
-            client.putheader("Proxy-Authorization", proxy.authorization)
+        if forwarder is not None and forwarder.authorization is not None:
+            client.putheader("Proxy-Authorization", forwarder.authorization)
         client.putheader("Accept-Encoding", "identity")
         if pool is None:
             client.putheader("Connection", "close")
@@ -379,8 +382,6 @@ def _exchange(
         return reply
     except ImageError:
         raise
-    except _ProxyRefused as exc:
-        raise ImageError("unreachable", str(exc)) from None
     except (OSError, http.client.HTTPException, ValueError) as exc:
         if guard.fired or deadline.remaining() <= 0:
             raise ImageError("timeout") from None

@@ -20,7 +20,7 @@ import urllib3.util
 
 from labelwheel.media.errors import ImageError
 
-__all__ = ["HttpURL", "join_url", "parse_http_url"]
+__all__ = ["HttpURL", "host_port", "join_url", "parse_http_url"]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _SCHEME = re.compile(r"(?i)(https?)://")
@@ -29,6 +29,11 @@ _HOST_NAME = re.compile(r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)*")
 _STRAY_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _PATH_SAFE = "/%:@!$&'()*+,;=-._~"
 _QUERY_SAFE = "/?%:@!$&'()*+,;=-._~"
+
+
+def host_port(host: str, port: int) -> str:
+    """``host:port``, an IPv6 host in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 @dataclass(frozen=True)
@@ -49,14 +54,14 @@ class HttpURL:
     @property
     def netloc(self) -> str:
         """The Host header: host, bracketed if IPv6, with the port unless it is the default."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return host if self.port == _DEFAULT_PORTS[self.scheme] else f"{host}:{self.port}"
+        if self.port != _DEFAULT_PORTS[self.scheme]:
+            return self.netloc_with_port
+        return f"[{self.host}]" if ":" in self.host else self.host
 
     @property
     def netloc_with_port(self) -> str:
         """host:port, the port always given (a CONNECT request's target)."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
+        return host_port(self.host, self.port)
 
     @property
     def target(self) -> str:
