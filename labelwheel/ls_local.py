@@ -35,7 +35,7 @@ __all__ = [
     "copy_data_dir",
     "find_ls_bin",
     "free_port",
-    "log_in_once",
+    "log_in",
     "ls_environment",
     "port_is_free",
     "prepare_data_dir",
@@ -343,29 +343,28 @@ def prepare_data_dir(
         timeout=timeout,
     )
     try:
-        log_in_once(ls)
+        # Label Studio creates its organisation's session-timeout policy row inside the first
+        # request of a logged-in browser session: a write inside a read, which on SQLite fails
+        # with 500 "database is locked" if another client writes then. Copies of this data dir
+        # already have it, as a deployment whose admin has logged in once does.
+        log_in(ls.url, ls.username, ls.password)
     finally:
         ls.stop()
     return ls.data_dir
 
 
-def log_in_once(ls: LocalLabelStudio, timeout: float = 60.0) -> None:
-    """Log the user in through Label Studio's web form and open one page, as the person who sets
-    Label Studio up does in a browser.
-
-    Label Studio creates its organisation's session-timeout policy row on the first request of a
-    logged-in browser session: a write inside a read, which on SQLite fails with 500 "database is
-    locked" if another client writes at that moment. A data dir prepared here already has it.
-    Raises :class:`LabelStudioStartError` if the login is refused.
-    """
+def log_in(url: str, email: str, password: str, timeout: float = 60.0) -> None:
+    """Log a user in through Label Studio's web form and open one page with that session, as
+    a person does in a browser. Raises :class:`LabelStudioStartError` if the login is refused
+    or the logged-in request fails."""
     with requests.Session() as session:
-        login = f"{ls.url}/user/login/"
+        login = f"{url}/user/login/"
         session.get(login, timeout=timeout)
         resp = session.post(
             login,
             data={
-                "email": ls.username,
-                "password": ls.password,
+                "email": email,
+                "password": password,
                 "csrfmiddlewaretoken": session.cookies.get("csrftoken", ""),
             },
             headers={"Referer": login},
@@ -374,9 +373,9 @@ def log_in_once(ls: LocalLabelStudio, timeout: float = 60.0) -> None:
         )
         if resp.status_code != 302 or "sessionid" not in session.cookies:
             raise LabelStudioStartError(
-                f"Label Studio refused {ls.username}'s login (HTTP {resp.status_code})"
+                f"Label Studio refused {email}'s login (HTTP {resp.status_code})"
             )
-        resp = session.get(f"{ls.url}/api/current-user/whoami", timeout=timeout)
+        resp = session.get(f"{url}/api/current-user/whoami", timeout=timeout)
         if resp.status_code != 200:
             raise LabelStudioStartError(
                 f"Label Studio's first logged-in request failed: HTTP {resp.status_code}"

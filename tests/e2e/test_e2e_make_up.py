@@ -22,7 +22,13 @@ from e2e_helpers import wait_for
 from labelwheel.demo import IMAGES_DIR, LS_DIR, STATE_FILE
 from labelwheel.demo_data import DEMO_PROJECT_TITLE
 from labelwheel.ls_api import LabelStudioClient
-from labelwheel.ls_local import copy_data_dir, free_port, port_is_free
+from labelwheel.ls_local import (
+    LabelStudioStartError,
+    copy_data_dir,
+    free_port,
+    log_in,
+    port_is_free,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -45,16 +51,11 @@ def _labelwheel(
 
 def _login_works(url: str, email: str, password: str) -> bool:
     """Log in through Label Studio's login form, then call its API with the session cookie."""
-    with requests.Session() as s:
-        s.get(f"{url}/user/login/", timeout=30)
-        csrf = s.cookies.get("csrftoken", "")
-        s.post(
-            f"{url}/user/login/",
-            data={"email": email, "password": password, "csrfmiddlewaretoken": csrf},
-            headers={"Referer": f"{url}/user/login/"},
-            timeout=30,
-        )
-        return s.get(f"{url}/api/current-user/whoami", timeout=30).status_code == 200
+    try:
+        log_in(url, email, password, timeout=30)
+    except LabelStudioStartError:
+        return False
+    return True
 
 
 def _pids(state_dir: Path) -> list[int]:

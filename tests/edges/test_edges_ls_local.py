@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import socket
 import sqlite3
@@ -18,7 +17,7 @@ from labelwheel.ls_local import (
     LocalLabelStudio,
     find_ls_bin,
     free_port,
-    log_in_once,
+    log_in,
     ls_environment,
     port_is_free,
     start_label_studio,
@@ -138,13 +137,11 @@ def test_prepared_data_dir_has_been_logged_into(ls_template_dir: Path) -> None:
     assert orgs and orgs <= policies
 
 
-def test_log_in_once_refuses_a_wrong_password(label_studio: LocalLabelStudio) -> None:
-    wrong = dataclasses.replace(
-        label_studio, password=label_studio.password + "-wrong", process=None, _log_file=None
-    )
+def test_log_in_refuses_a_wrong_password(label_studio: LocalLabelStudio) -> None:
+    ls = label_studio
     with pytest.raises(LabelStudioStartError, match="refused"):
-        log_in_once(wrong)
-    log_in_once(label_studio)
+        log_in(ls.url, ls.username, ls.password + "-wrong")
+    log_in(ls.url, ls.username, ls.password)
 
 
 @pytest.mark.e2e
